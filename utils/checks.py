@@ -1,0 +1,63 @@
+"""Input validation shared by every module.
+
+Each helper raises a ``ValueError`` or ``TypeError`` whose message names the argument and
+the form that was expected, so a wrong call fails loudly instead of returning a wrong answer.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def as_images(x, name: str = "x", ndim: int = 4) -> torch.Tensor:
+    """Check that ``x`` is a finite floating tensor of rank ``ndim`` (default (B, C, H, W))."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+    if x.ndim != ndim:
+        form = "(B, C, H, W)" if ndim == 4 else f"rank {ndim}"
+        raise ValueError(f"{name} must have shape {form}, got shape {tuple(x.shape)}")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains non-finite values (nan or inf)")
+    return x
+
+
+def as_sigma(sigma, batch: int, *, name: str = "sigma", allow_zero: bool = False,
+             dtype=torch.float64, device=None) -> torch.Tensor:
+    """Return ``sigma`` as a (batch,) tensor after checking it is finite and positive.
+
+    ``sigma`` may be a python number, a 0-d tensor or a (batch,) tensor.
+    """
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, torch.Tensor)):
+        raise TypeError(f"{name} must be a float or a ({batch},) tensor, got {type(sigma).__name__}")
+    s = torch.as_tensor(sigma, dtype=dtype, device=device)
+    if s.ndim == 0:
+        s = s.expand(batch)
+    elif s.shape != (batch,):
+        raise ValueError(f"{name} must be a float or a ({batch},) tensor, got shape {tuple(s.shape)}")
+    if not torch.isfinite(s).all():
+        raise ValueError(f"{name} must be finite, got {s.tolist()[:4]}")
+    if allow_zero:
+        if (s < 0).any():
+            raise ValueError(f"{name} must be >= 0, got min {s.min().item():.3g}")
+    elif (s <= 0).any():
+        raise ValueError(f"{name} must be > 0 (the noise standard deviation), got min {s.min().item():.3g}")
+    return s
+
+
+def positive_int(n, name: str) -> int:
+    """Check that ``n`` is a positive integer."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"{name} must be a positive int, got {type(n).__name__}")
+    if n <= 0:
+        raise ValueError(f"{name} must be a positive int, got {n}")
+    return n
+
+
+def same_dim(x: torch.Tensor, d: int, name: str = "x", what: str = "the denoiser") -> None:
+    """Check that ``x`` flattens to dimension ``d`` (C*H*W of ``what``)."""
+    got = x[0].numel()
+    if got != d:
+        raise ValueError(f"{name} has C*H*W = {got} (shape {tuple(x.shape[1:])}) but {what} expects d = {d}")

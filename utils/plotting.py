@@ -1,0 +1,90 @@
+"""One look for every figure: a seaborn theme, image grids with row labels, sigma-curves on a log axis."""
+from __future__ import annotations
+
+import matplotlib
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+import torch
+
+# The paper's three regimes of noise level (paper §3.1, Fig. 2).
+REGIMES = {"low": (0.002, 0.1), "intermediate": (0.1, 20.0), "high": (20.0, 80.0)}
+SIGMA_LABEL = r"noise level $\sigma$ (std, images in $[-1, 1]$)"
+
+
+def set_theme() -> None:
+    """The book's seaborn theme (call once per notebook; ``utils.book.setup`` does)."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 120, "figure.autolayout": False,
+                                "axes.titlesize": "medium", "image.cmap": "gray"})
+
+
+def to_display(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) or (N, H, W) in [0, 1] for imshow."""
+    x = images.detach().cpu().to(torch.float32).clamp(-1, 1).add(1).div(2)
+    x = x.permute(0, 2, 3, 1).numpy()
+    return x[..., 0] if x.shape[-1] == 1 else x
+
+
+def image_grid(rows, row_labels=None, col_labels=None, scale: float = 0.9, title: str | None = None):
+    """Show a list of image batches as rows of a grid, each row with a label on its left.
+
+    ``rows``: list of (N_i, C, H, W) tensors (N_i may differ; shorter rows leave blanks).
+    Returns the matplotlib figure.
+    """
+    rows = [r for r in rows]
+    if not rows:
+        raise ValueError("rows must be a non-empty list of image tensors")
+    if row_labels is not None and len(row_labels) != len(rows):
+        raise ValueError(f"row_labels has {len(row_labels)} entries for {len(rows)} rows")
+    ncols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(scale * ncols + (1.6 if row_labels else 0), scale * len(rows)),
+                             squeeze=False)
+    for i, r in enumerate(rows):
+        imgs = to_display(r)
+        for j in range(ncols):
+            ax = axes[i, j]
+            ax.set_xticks([]); ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(imgs):
+                ax.imshow(imgs[j], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if j == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=9)
+            if i == 0 and col_labels is not None and j < len(col_labels):
+                ax.set_title(col_labels[j], fontsize=8)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.16 if row_labels else 0.02, right=0.99)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def sigma_axis(ax, ylabel: str | None = None, regimes: bool = True):
+    """Log-sigma x axis, labelled, with the paper's low / intermediate / high regimes shaded."""
+    ax.set_xscale("log")
+    ax.set_xlabel(SIGMA_LABEL)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if regimes:
+        shades = {"low": 0.06, "intermediate": 0.0, "high": 0.06}
+        for name, (lo, hi) in REGIMES.items():
+            if shades[name]:
+                ax.axvspan(lo, hi, color="grey", alpha=shades[name], lw=0)
+            ax.text(np.sqrt(lo * hi), 1.0, name, transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", fontsize=8, color="0.35")
+    return ax
+
+
+def sigma_curves(ax, sigmas, curves: dict, ylabel: str | None = None, styles: dict | None = None,
+                 regimes: bool = True, **kwargs):
+    """Plot ``{label: values}`` against ``sigmas`` on a log axis (see :func:`sigma_axis`)."""
+    s = np.asarray(torch.as_tensor(sigmas, dtype=torch.float64))
+    for label, values in curves.items():
+        style = dict(kwargs)
+        style.update((styles or {}).get(label, {}))
+        ax.plot(s, np.asarray(values, dtype=float), marker=style.pop("marker", "o"),
+                ms=style.pop("ms", 3), label=label, **style)
+    sigma_axis(ax, ylabel, regimes)
+    ax.legend(fontsize=8)
+    return ax

@@ -1,0 +1,98 @@
+"""Scale presets: one papermill parameter, ``profile``, picks the size of every experiment.
+
+=========  ==========================  ===================================================
+profile    runs on                     data and budget
+=========  ==========================  ===================================================
+``smoke``  ``make test``               tiny subsets, a few training steps; asserts no science
+``cpu``    ``make book``, CI, laptop   data shipped inside pip packages; every claim asserted
+``gpu``    Colab, any CUDA machine     MNIST / CIFAR-10 downloaded on first use
+=========  ==========================  ===================================================
+
+``resolve("auto")`` picks ``gpu`` when CUDA is available and ``cpu`` otherwise. A chapter reads
+the shared fields (dataset, model ladder, training length) from the returned :class:`Profile` and
+its own knobs from ``profile.chapter("ch2")``; each chapter owns one block of ``_CHAPTERS``.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+NAMES = ("smoke", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A scale preset. Every field is plain data so it prints and hashes predictably."""
+
+    name: str
+    device: str
+    dataset: str                 # a name accepted by utils.data.load
+    train_sizes: tuple           # the N ladder, from N << d to the whole training set
+    model_channels: int          # the default "model scale" (paper: 128 on FFHQ)
+    scales: tuple                # the model-scale sweep at small N
+    channel_mult: tuple          # U-Net channel multipliers per resolution
+    num_blocks: int              # residual blocks per resolution
+    train_steps: int             # optimizer steps per model
+    batch_size: int
+    lr: float
+    lr_rampup_steps: int
+    ema_halflife_steps: float
+    n_samples: int               # generated samples per model (paper: 100 for the GL score)
+    n_eval: int                  # held-out inputs per sigma for RMSE / linearity curves
+    sampler_steps: int = 10      # paper: 10-step Euler
+    extra: dict = field(default_factory=dict)
+
+    def chapter(self, key: str) -> dict:
+        """The chapter-specific knobs of this profile (a fresh copy)."""
+        if key not in self.extra:
+            raise KeyError(f"profile {self.name!r} has no settings for chapter {key!r}; "
+                           f"known: {sorted(self.extra)}")
+        return copy.deepcopy(self.extra[key])
+
+    def train_spec(self, n: int, model_channels: int | None = None, **overrides) -> dict:
+        """The training spec (a dict for ``utils.train.get_model``) of one model of the ladder."""
+        spec = dict(dataset=self.dataset, n=n,
+                    model_channels=model_channels or self.model_channels,
+                    channel_mult=list(self.channel_mult), num_blocks=self.num_blocks,
+                    steps=self.train_steps, batch_size=self.batch_size, lr=self.lr,
+                    lr_rampup_steps=self.lr_rampup_steps,
+                    ema_halflife_steps=self.ema_halflife_steps)
+        spec.update(overrides)
+        return spec
+
+
+_BASE = {
+    "smoke": dict(dataset="digits", train_sizes=(8, 64), model_channels=8, scales=(4, 8),
+                  channel_mult=(1, 2), num_blocks=1, train_steps=20, batch_size=16, lr=2e-3,
+                  lr_rampup_steps=5, ema_halflife_steps=5.0, n_samples=8, n_eval=8),
+    "cpu": dict(dataset="digits", train_sizes=(16, 64, 256, 1500), model_channels=32,
+                scales=(4, 8, 16, 32), channel_mult=(1, 2, 2), num_blocks=1, train_steps=3000,
+                batch_size=64, lr=2e-3, lr_rampup_steps=200, ema_halflife_steps=100.0,
+                n_samples=100, n_eval=200),
+    "gpu": dict(dataset="cifar10", train_sizes=(782, 12500, 50000), model_channels=128,
+                scales=(4, 8, 16, 32, 64, 128), channel_mult=(2, 2, 2), num_blocks=2,
+                train_steps=100_000, batch_size=256, lr=1e-3, lr_rampup_steps=5000,
+                ema_halflife_steps=2000.0, n_samples=100, n_eval=500),
+}
+
+# Chapter-specific knobs, one block per chapter (keys "ch1", "ch2", ...).
+_CHAPTERS = {
+    "smoke": {},
+    "cpu": {},
+    "gpu": {},
+}
+
+
+def resolve(profile: str = "auto") -> Profile:
+    """Return the preset named ``profile`` (``"auto"``: ``"gpu"`` with CUDA, else ``"cpu"``)."""
+    if not isinstance(profile, str):
+        raise TypeError(f"profile must be a string, one of {('auto',) + NAMES}, got {type(profile).__name__}")
+    if profile == "auto":
+        profile = "gpu" if torch.cuda.is_available() else "cpu"
+    if profile not in _BASE:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {('auto',) + NAMES}")
+    device = "cuda" if (profile == "gpu" and torch.cuda.is_available()) else "cpu"
+    return Profile(name=profile, device=device, extra=copy.deepcopy(_CHAPTERS[profile]),
+                   **_BASE[profile])
