@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Open every page of the built book in headless Chromium and check what a reader would see.
+
+    python scripts/check_html.py                 # check _build/html, screenshots in _build/screenshots
+    python scripts/check_html.py --find-browser  # print the browser it would use (exit 1 if none)
+
+Fails if a page of the toc is missing, has a broken image (an ``<img>`` whose file is not in the
+HTML folder), shows a Python traceback or an error output, or renders as a blank screenshot.
+The browser is ``$CHROMIUM`` or the first of chromium, chromium-browser, google-chrome(-stable)
+on PATH (``make check-html`` installs Debian's chromium when none is found and it runs as root).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import book_pages  # noqa: E402
+
+REPO = book_pages.REPO
+HTML = REPO / "_build" / "html"
+SHOTS = REPO / "_build" / "screenshots"
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--hide-scrollbars", "--window-size=1280,2400", "--virtual-time-budget=3000"]
+# Error outputs as myst-nb renders them, and what a traceback prints.
+ERROR_PATTERNS = [re.compile(p) for p in (
+    r"Traceback \(most recent call last\)",
+    r'class="[^"]*\boutput\s+(?:[\w-]+\s+)*traceback\b',
+    r'class="[^"]*\boutput\s+(?:[\w-]+\s+)*error\b',
+    r"An Exception was encountered at",
+)]
+
+
+def find_browser() -> str | None:
+    import os
+    env = os.environ.get("CHROMIUM")
+    if env:
+        return env if shutil.which(env) or Path(env).is_file() else None
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.srcs.append(dict(attrs).get("src") or "")
+
+
+def broken_images(page: Path, html_root: Path = HTML) -> list[str]:
+    """The ``src`` of every local ``<img>`` of ``page`` whose file does not exist."""
+    parser = _Images()
+    parser.feed(page.read_text(encoding="utf-8"))
+    broken = []
+    for src in parser.srcs:
+        if not src:
+            broken.append("(empty src)")
+            continue
+        parts = urlsplit(src)
+        if parts.scheme in ("http", "https", "data"):
+            continue
+        target = (page.parent / unquote(parts.path)).resolve()
+        if not target.is_file() or not target.is_relative_to(html_root.resolve()):
+            broken.append(src)
+    return broken
+
+
+def error_outputs(page: Path) -> list[str]:
+    text = page.read_text(encoding="utf-8")
+    return [p.pattern for p in ERROR_PATTERNS if p.search(text)]
+
+
+def screenshot(browser: str, page: Path, out: Path, timeout: float = 90) -> str | None:
+    """Render ``page`` to ``out``; return an error message, or None if the PNG looks like a page."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hgb-chromium-") as profile_dir:
+        cmd = [browser, *FLAGS, f"--user-data-dir={profile_dir}", f"--screenshot={out}", page.resolve().as_uri()]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return f"chromium timed out after {timeout:.0f} s"
+    if not out.is_file() or out.stat().st_size == 0:
+        return f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"
+    from PIL import Image
+    with Image.open(out) as im:
+        lo_hi = im.convert("L").getextrema()
+    if lo_hi[0] == lo_hi[1]:
+        return "the screenshot is blank (a single colour)"
+    return None
+
+
+def pages_to_check(html_root: Path = HTML) -> list[tuple[str, Path]]:
+    """(name, html file) for the index redirect and every toc entry."""
+    pages = [("index", html_root / "index.html")]
+    for src in book_pages.toc_files(REPO):
+        rel = src.relative_to(REPO).with_suffix(".html")
+        pages.append((str(rel.with_suffix("")).replace("/", "__"), html_root / rel))
+    return pages
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--find-browser", action="store_true", help="print the browser and exit")
+    ap.add_argument("--html", type=Path, default=HTML)
+    ap.add_argument("--out", type=Path, default=SHOTS)
+    args = ap.parse_args(argv)
+
+    browser = find_browser()
+    if args.find_browser:
+        print(browser or "no chromium found")
+        return 0 if browser else 1
+    if browser is None:
+        print("check_html: no headless browser: install Debian's `chromium` "
+              "(apt-get install -y --no-install-recommends chromium) or set $CHROMIUM", file=sys.stderr)
+        return 1
+    if not (args.html / "index.html").is_file():
+        print(f"check_html: {args.html} has no index.html; run `make book` first", file=sys.stderr)
+        return 1
+    if args.out.exists():
+        shutil.rmtree(args.out)
+
+    problems = []
+    for name, page in pages_to_check(args.html):
+        rel = page.relative_to(args.html)
+        if not page.is_file():
+            problems.append(f"{rel}: missing")
+            continue
+        issues = [f"broken image {s}" for s in broken_images(page, args.html)]
+        issues += [f"error output ({p})" for p in error_outputs(page)]
+        shot = args.out / f"{name}.png"
+        err = screenshot(browser, page, shot)
+        if err:
+            issues.append(err)
+        print(f"{'ok ' if not issues else 'BAD'} {rel} -> {shot.relative_to(REPO) if shot.is_relative_to(REPO) else shot}")
+        problems += [f"{rel}: {i}" for i in issues]
+    if problems:
+        print("check_html: problems:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
+    print(f"check_html: every page renders; screenshots in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
