@@ -22,8 +22,22 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PYTHON) scripts/bench.py
 
+# make book: execute every chapter of _toc.yml with papermill at $(PROFILE), build _build/html,
+# then open every page in headless Chromium (screenshots in _build/screenshots).
+PROFILE ?= cpu
+
 book: $(STAMP)
-	@echo "The book pipeline is not built yet." && exit 1
+	$(PYTHON) scripts/build_book.py --profile $(PROFILE)
+	$(MAKE) --no-print-directory check-html
+
+# Installs Debian's chromium when no Chromium/Chrome is on PATH and we are root (CI containers).
+check-html: $(STAMP)
+	@$(PYTHON) scripts/check_html.py --find-browser >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "check-html needs chromium: apt-get install chromium (as root) or set CHROMIUM=/path/to/chrome"; exit 1; fi; }
+	$(PYTHON) scripts/check_html.py
 
 clean:
 	rm -rf _build
