@@ -35,7 +35,8 @@ def stage() -> list[str]:
     Returns the problems found (missing, stale or failed executed copies, missing pages)."""
     problems = []
     files = book_pages.toc_files(REPO)
-    stats_path = _results_dir() / "exec_stats.json"
+    from utils import paths
+    stats_path = paths.results_dir() / "exec_stats.json"
     stats = json.loads(stats_path.read_text(encoding="utf-8")).get("notebooks", {}) if stats_path.is_file() else {}
     if STAGE.exists():
         shutil.rmtree(STAGE)
@@ -66,11 +67,6 @@ def stage() -> list[str]:
         else:
             shutil.copy2(generated, STAGE / (entry + ".md"))
     return problems
-
-
-def _results_dir() -> Path:
-    from utils import paths
-    return paths.results_dir()
 
 
 def _stage_notebook(executed: Path, dest: Path) -> None:

@@ -12,6 +12,7 @@ on PATH (``make check-html`` installs Debian's chromium when none is found and i
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -41,7 +42,6 @@ ERROR_PATTERNS = [re.compile(p) for p in (
 
 
 def find_browser() -> str | None:
-    import os
     env = os.environ.get("CHROMIUM")
     if env:
         return env if shutil.which(env) or Path(env).is_file() else None

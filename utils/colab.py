@@ -76,6 +76,11 @@ def colab_requirements(text: str, installed=_is_installed) -> list[str]:
     return specs
 
 
+def _repo_dir(env) -> Path:
+    """The clone: ``$HGB_REPO_DIR``, else the repository this package was imported from."""
+    return Path(env.get("HGB_REPO_DIR") or Path(__file__).resolve().parent.parent)
+
+
 def install_plan(env: dict | None = None, modules=None, *, installed=_is_installed,
                  python: str | None = None) -> list[list[str]]:
     """The commands :func:`setup_colab` runs, in order (an empty list outside Colab).
@@ -91,7 +96,7 @@ def install_plan(env: dict | None = None, modules=None, *, installed=_is_install
     env = os.environ if env is None else env
     python = python or sys.executable
     here = Path(__file__).resolve().parent.parent
-    repo = Path(env.get("HGB_REPO_DIR") or here)
+    repo = _repo_dir(env)
     plan = []
     if not (repo / "pyproject.toml").is_file():
         plan.append(["git", "clone", "--depth", "1", env.get("HGB_REPO_URL", REPO_URL), str(repo)])
@@ -116,7 +121,7 @@ def setup_colab(env: dict | None = None, modules=None, run=None) -> list[list[st
         run(cmd, check=True)
     if plan:
         env = os.environ if env is None else env
-        repo = str(Path(env.get("HGB_REPO_DIR") or Path(__file__).resolve().parent.parent))
+        repo = str(_repo_dir(env))
         if repo not in sys.path:
             sys.path.insert(0, repo)
         import torch
