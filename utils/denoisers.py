@@ -24,7 +24,7 @@ class GaussianDenoiser:
 
     mu and Sigma = (1/N) sum (y_i - mu)(y_i - mu)^T are the training set's mean and covariance,
     accumulated in float64; Sigma = U diag(lambda) U^T by ``torch.linalg.eigh`` with eigenvalues
-    clamped at 0 and sorted in descending order.
+    sorted in descending order and clamped at 0 (values below eigh's round-off floor count as 0).
     """
 
     def __init__(self, mean: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tensor, shape):
@@ -51,7 +51,12 @@ class GaussianDenoiser:
         cov /= n
         eigvals, eigvecs = torch.linalg.eigh(cov)
         order = torch.argsort(eigvals, descending=True)
-        return cls(mean, eigvals[order].clamp_min(0.0), eigvecs[:, order], x.shape[1:])
+        eigvals, eigvecs = eigvals[order], eigvecs[:, order]
+        # eigenvalues below the round-off floor of eigh (d * eps * lambda_max) are zero: when N <= d the
+        # null space of Sigma must stay exactly null, or D_G would not project onto the data span as s -> 0
+        floor = d * torch.finfo(torch.float64).eps * eigvals[0].clamp_min(0.0)
+        eigvals = torch.where(eigvals > floor, eigvals, torch.zeros_like(eigvals))
+        return cls(mean, eigvals, eigvecs, x.shape[1:])
 
     @property
     def covariance(self) -> torch.Tensor:

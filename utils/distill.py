@@ -32,13 +32,14 @@ def paper_lr(sigma: float) -> float:
 
 
 def _noisy_batches(x_clean, sigma, n_noise, seed, batch_size):
-    """Yield (noisy inputs y) over n_noise passes of x_clean, with a seeded noise stream."""
+    """Yield batches of noisy inputs y = x + s eps covering every clean image n_noise times
+    (batches run across the repetitions, so a small x_clean still gives full batches)."""
     g = torch.Generator().manual_seed(seed)
-    for _ in range(n_noise):
-        for i in range(0, len(x_clean), batch_size):
-            x = x_clean[i:i + batch_size]
-            eps = torch.randn(x.shape, generator=g, dtype=torch.float32).to(x.device, x.dtype)
-            yield x + sigma * eps
+    total = len(x_clean) * n_noise
+    for start in range(0, total, batch_size):
+        x = x_clean[torch.arange(start, min(start + batch_size, total)) % len(x_clean)]
+        eps = torch.randn(x.shape, generator=g, dtype=torch.float32).to(x.device, x.dtype)
+        yield x + sigma * eps
 
 
 def fit_affine(denoiser, x_clean: torch.Tensor, sigma: float, n_noise: int = 16, seed: int = 0,
@@ -136,12 +137,13 @@ def fit_affine_adam(denoiser, x_clean: torch.Tensor, sigma: float, epochs: int =
             y = x + sigma * torch.randn(x.shape, generator=g)
             with torch.inference_mode():
                 target = denoiser(y, sigma).reshape(len(y), -1).to(torch.float32)
+            target = target.clone()                  # a normal tensor: autograd refuses inference tensors
             pred = (y.reshape(len(y), -1) * scale) @ W.T + b
             loss = torch.nn.functional.mse_loss(pred, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += float(loss.detach())
             batches += 1
         result.losses.append(total / batches)
         record()

@@ -1,0 +1,62 @@
+import torch
+import pytest
+
+from utils.denoisers import AffineDenoiser, EmpiricalDenoiser, GaussianDenoiser
+from utils.distill import fit_affine, fit_affine_adam, paper_lr
+from utils.metrics import weight_nmse
+
+
+def _images(n, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(6, 6, generator=torch.Generator().manual_seed(99), dtype=torch.float64) / 2
+    return (scale * torch.randn(n, 6, generator=g, dtype=torch.float64) @ A.T).reshape(n, 1, 2, 3)
+
+
+def test_recovers_known_affine_map_exactly():
+    W = torch.randn(6, 6, dtype=torch.float64)
+    b = torch.randn(6, dtype=torch.float64)
+    teacher = AffineDenoiser(W, b, (1, 2, 3))
+    fit = fit_affine(teacher, _images(40), 0.3, n_noise=2)
+    assert torch.allclose(fit.W, W, atol=1e-9) and torch.allclose(fit.b, b, atol=1e-9)
+
+
+def test_tower_property_training_vs_heldout():
+    """Distilling D_M on training images + noise recovers W_G; on held-out inputs it does not."""
+    train = _images(15)
+    G = GaussianDenoiser.fit(train)
+    M = EmpiricalDenoiser(train)
+    sigma = 0.7
+    W_G = G.weight(sigma)
+    on_train = fit_affine(M, train, sigma, n_noise=20000, seed=1)
+    heldout = _images(15, seed=5, scale=2.0)                   # a broader distribution
+    on_held = fit_affine(M, heldout, sigma, n_noise=20000, seed=1)
+    e_train, e_held = weight_nmse(on_train.W, W_G), weight_nmse(on_held.W, W_G)
+    assert e_train < 0.01
+    assert e_held > 10 * e_train
+    assert torch.allclose(on_train.b, G.bias(sigma), atol=0.02)
+
+
+def test_gradient_descent_reaches_gaussian_theorem1():
+    """Theorem 1 by Adam on the paper's recipe: zero init converges to W_G for a D_G teacher."""
+    train = _images(256)
+    G = GaussianDenoiser.fit(train)
+    res = fit_affine_adam(G, train.float(), 1.0, epochs=60, batch_size=64, lr=2e-2, W_ref=G.weight(1.0))
+    assert res.weight_errors[0] == pytest.approx(1.0)
+    assert res.weight_errors[-1] < 0.1 and res.weight_errors[-1] < res.weight_errors[5]
+    assert len(res.weights) == 61 and len(res.losses) == 60
+
+
+def test_paper_lr_table():
+    assert paper_lr(80.0) == 5e-5 and paper_lr(0.002) == 5e-2 and paper_lr(0.5) == 5e-4
+
+
+def test_bad_inputs():
+    teacher = AffineDenoiser(torch.eye(6, dtype=torch.float64), torch.zeros(6, dtype=torch.float64), (1, 2, 3))
+    with pytest.raises(ValueError, match="n_noise"):
+        fit_affine(teacher, _images(2), 0.3, n_noise=1)
+    with pytest.raises(ValueError, match="sigma"):
+        fit_affine(teacher, _images(20), 0.0)
+    with pytest.raises(ValueError, match="n_noise"):
+        fit_affine(teacher, _images(20), 0.3, n_noise=0)
+    with pytest.raises(ValueError, match="W_ref"):
+        fit_affine_adam(teacher, _images(20).float(), 0.3, epochs=1, W_ref=torch.eye(3))
