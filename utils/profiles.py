@@ -31,7 +31,8 @@ class Profile:
     dataset: str                 # a name accepted by utils.data.load
     train_sizes: tuple           # the N ladder, from N << d to the whole training set
     model_channels: int          # the default "model scale" (paper: 128 on FFHQ)
-    scales: tuple                # the model-scale sweep at small N
+    scales: tuple                # the model-scale sweep (model_channels values) ...
+    scale_n: int                 # ... at this small training-set size
     channel_mult: tuple          # U-Net channel multipliers per resolution
     num_blocks: int              # residual blocks per resolution
     train_steps: int             # optimizer steps per model
@@ -41,6 +42,7 @@ class Profile:
     ema_halflife_steps: float
     n_samples: int               # generated samples per model (paper: 100 for the GL score)
     n_eval: int                  # held-out inputs per sigma for RMSE / linearity curves
+    snapshot_steps: tuple = ()   # steps at which every ladder model keeps its EMA weights (chapter 4)
     sampler_steps: int = 10      # paper: 10-step Euler
     extra: dict = field(default_factory=dict)
 
@@ -51,37 +53,67 @@ class Profile:
                            f"known: {sorted(self.extra)}")
         return copy.deepcopy(self.extra[key])
 
-    def train_spec(self, n: int, model_channels: int | None = None, **overrides) -> dict:
-        """The training spec (a dict for ``utils.train.get_model``) of one model of the ladder."""
-        spec = dict(dataset=self.dataset, n=n,
+    def train_spec(self, n: int, model_channels: int | None = None, seed: int = 0, **overrides) -> dict:
+        """The training spec (a dict for ``utils.train.get_model``) of one model of the ladder:
+        ``n`` training images (a subset picked by ``seed``), ``model_channels`` (default: the
+        profile's scale); ``overrides`` replace any other key (e.g. ``steps``)."""
+        spec = dict(dataset=self.dataset, n=n, seed=seed,
                     model_channels=model_channels or self.model_channels,
                     channel_mult=list(self.channel_mult), num_blocks=self.num_blocks,
                     steps=self.train_steps, batch_size=self.batch_size, lr=self.lr,
                     lr_rampup_steps=self.lr_rampup_steps,
-                    ema_halflife_steps=self.ema_halflife_steps)
+                    ema_halflife_steps=self.ema_halflife_steps,
+                    snapshot_steps=list(self.snapshot_steps))
         spec.update(overrides)
         return spec
 
 
 _BASE = {
-    "smoke": dict(dataset="digits", train_sizes=(8, 64), model_channels=8, scales=(4, 8),
+    "smoke": dict(dataset="digits", train_sizes=(8, 64), model_channels=8, scales=(4, 8), scale_n=8,
                   channel_mult=(1, 2), num_blocks=1, train_steps=20, batch_size=16, lr=2e-3,
-                  lr_rampup_steps=5, ema_halflife_steps=5.0, n_samples=8, n_eval=8),
+                  lr_rampup_steps=5, ema_halflife_steps=5.0, snapshot_steps=(5, 10), n_samples=8, n_eval=8),
+    # digits: d = 64, so N = 16 is far below d and N = 1,500 far above it. At 32 channels and 2,000
+    # steps (~1.5 min a model on 2 cores) N = 16 memorizes (96 % of samples are copies) and N >= 256
+    # generalizes (no copies). The scale sweep runs at N = 64 = d, where the 32-channel model copies
+    # about two thirds of its samples.
     "cpu": dict(dataset="digits", train_sizes=(16, 64, 256, 1500), model_channels=32,
-                scales=(4, 8, 16, 32), channel_mult=(1, 2, 2), num_blocks=1, train_steps=3000,
-                batch_size=64, lr=2e-3, lr_rampup_steps=200, ema_halflife_steps=100.0,
-                n_samples=100, n_eval=200),
+                scales=(4, 8, 16, 32), scale_n=64, channel_mult=(1, 2, 2), num_blocks=1,
+                train_steps=2000, batch_size=64, lr=2e-3, lr_rampup_steps=200, ema_halflife_steps=100.0,
+                snapshot_steps=(25, 50, 100, 200, 300, 500, 750, 1000, 1500), n_samples=100, n_eval=200),
+    # CIFAR-10 as in the paper's App. F.4 (sizes 782 / 12,500 / 50,000; scales 4 ... 128 at N = 782).
     "gpu": dict(dataset="cifar10", train_sizes=(782, 12500, 50000), model_channels=128,
-                scales=(4, 8, 16, 32, 64, 128), channel_mult=(2, 2, 2), num_blocks=2,
+                scales=(4, 8, 16, 32, 64, 128), scale_n=782, channel_mult=(2, 2, 2), num_blocks=2,
                 train_steps=100_000, batch_size=256, lr=1e-3, lr_rampup_steps=5000,
-                ema_halflife_steps=2000.0, n_samples=100, n_eval=500),
+                ema_halflife_steps=2000.0,
+                snapshot_steps=(1000, 2000, 4000, 8000, 15000, 25000, 40000, 60000, 80000),
+                n_samples=100, n_eval=500),
 }
 
 # Chapter-specific knobs, one block per chapter (keys "ch1", "ch2", ...).
 _CHAPTERS = {
-    "smoke": {},
-    "cpu": {},
-    "gpu": {},
+    "smoke": {
+        "ch1": dict(n_train=300, gd_sigmas=[0.47, 4.0661], gd_steps=50, adam_steps=50, adam_batch=64,
+                    adam_lr=1e-2, train_dtype="float64", solver_steps=[5, 10, 20],
+                    lowsigma_datasets=["digits"], lowsigma_ratios=[0.25, 1.0, 4.0],
+                    tower_n_train=200, tower_sigmas=[0.1166, 4.0661], tower_claim_sigma=0.1166,
+                    tower_n_noise=2),
+    },
+    "cpu": {
+        "ch1": dict(n_train=1500, gd_sigmas=[0.1166, 0.47, 1.5017, 4.0661, 21.1087], gd_steps=2000,
+                    adam_steps=2000, adam_batch=256, adam_lr=1e-2, train_dtype="float64",
+                    solver_steps=[5, 10, 18, 40, 80, 160, 320], lowsigma_datasets=["digits", "patches"],
+                    lowsigma_ratios=[1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1, 1.5, 2, 4, 16],
+                    tower_n_train=1500, tower_sigmas=[0.0204, 0.1166, 0.47, 1.5017, 4.0661, 9.7232],
+                    tower_claim_sigma=0.1166, tower_n_noise=32),
+    },
+    "gpu": {
+        "ch1": dict(n_train=50000, gd_sigmas=[0.47, 1.5017, 4.0661, 21.1087], gd_steps=8000,
+                    adam_steps=4000, adam_batch=256, adam_lr=1e-3, train_dtype="float32",
+                    solver_steps=[5, 10, 18, 40, 80, 160, 320], lowsigma_datasets=["cifar10"],
+                    lowsigma_ratios=[1 / 16, 1 / 4, 1 / 2, 3 / 4, 1, 1.5, 2, 4],
+                    tower_n_train=1000, tower_sigmas=[0.1166, 1.5017],
+                    tower_claim_sigma=0.1166, tower_n_noise=1000),
+    },
 }
 
 
