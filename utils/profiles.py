@@ -97,6 +97,7 @@ _CHAPTERS = {
                     lowsigma_datasets=["digits"], lowsigma_ratios=[0.25, 1.0, 4.0],
                     tower_n_train=200, tower_sigmas=[0.1166, 4.0661], tower_claim_sigma=0.1166,
                     tower_n_noise=2),
+        "ch2": dict(n_show=4, n_denoise=2, loss_window=5),
     },
     "cpu": {
         "ch1": dict(n_train=1500, gd_sigmas=[0.1166, 0.47, 1.5017, 4.0661, 21.1087], gd_steps=2000,
@@ -105,6 +106,7 @@ _CHAPTERS = {
                     lowsigma_ratios=[1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1, 1.5, 2, 4, 16],
                     tower_n_train=1500, tower_sigmas=[0.0204, 0.1166, 0.47, 1.5017, 4.0661, 9.7232],
                     tower_claim_sigma=0.1166, tower_n_noise=32),
+        "ch2": dict(n_show=10, n_denoise=3, loss_window=50),
     },
     "gpu": {
         "ch1": dict(n_train=50000, gd_sigmas=[0.47, 1.5017, 4.0661, 21.1087], gd_steps=8000,
@@ -113,6 +115,7 @@ _CHAPTERS = {
                     lowsigma_ratios=[1 / 16, 1 / 4, 1 / 2, 3 / 4, 1, 1.5, 2, 4],
                     tower_n_train=1000, tower_sigmas=[0.1166, 1.5017],
                     tower_claim_sigma=0.1166, tower_n_noise=1000),
+        "ch2": dict(n_show=8, n_denoise=3, loss_window=1000),
     },
 }
 
