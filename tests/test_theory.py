@@ -1,0 +1,229 @@
+import math
+
+import pytest
+import torch
+
+from utils import theory
+from utils.denoisers import EmpiricalDenoiser, GaussianDenoiser
+from utils.edm import sample, sigma_steps
+
+
+def _data(n, d=9, seed=0, shift=0.2):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(d, d, generator=g, dtype=torch.float64) / 3
+    side = int(math.isqrt(d))
+    return (torch.randn(n, d, generator=g, dtype=torch.float64) @ A.T + shift).reshape(n, 1, side, side)
+
+
+# --------------------------------------------------------------------------- Tweedie
+
+def test_log_densities_match_direct_formulas():
+    x = _data(7)
+    q = _data(3, seed=1)
+    s = 0.4
+    flat, qf = x.reshape(7, -1), q.reshape(3, -1)
+    comps = torch.distributions.MultivariateNormal(flat, covariance_matrix=s ** 2 * torch.eye(9, dtype=torch.float64))
+    direct = torch.logsumexp(comps.log_prob(qf[:, None, :]), dim=1) - math.log(7)
+    assert torch.allclose(theory.empirical_log_density(q, x, s), direct, atol=1e-10)
+    G = GaussianDenoiser.fit(_data(50))
+    mvn = torch.distributions.MultivariateNormal(G.mean, covariance_matrix=G.covariance + s ** 2 * torch.eye(9, dtype=torch.float64))
+    assert torch.allclose(theory.gaussian_log_density(q, G, s), mvn.log_prob(qf), atol=1e-10)
+
+
+def test_tweedie_holds_for_both_closed_form_denoisers_and_fails_for_a_wrong_one():
+    x = _data(20)
+    G = GaussianDenoiser.fit(x)
+    D_M = EmpiricalDenoiser(x)
+    q = _data(5, seed=3)
+    for s in (0.2, 1.5):
+        assert theory.tweedie_error(D_M, lambda z: theory.empirical_log_density(z, x, s), q, s) < 1e-9
+        assert theory.tweedie_error(G, lambda z: theory.gaussian_log_density(z, G, s), q, s) < 1e-9
+    # D_G is not the posterior mean of the empirical distribution, and a wrong sigma breaks Tweedie
+    assert theory.tweedie_error(G, lambda z: theory.empirical_log_density(z, x, 0.2), q, 0.2) > 0.1
+    wrong = lambda z, s: G(z, 2 * s)                                   # noqa: E731
+    assert theory.tweedie_error(wrong, lambda z: theory.gaussian_log_density(z, G, 0.5), q, 0.5) > 0.1
+
+
+# --------------------------------------------------------------------------- Theorem 1
+
+def test_wiener_weight_is_the_gaussian_denoisers_weight():
+    x = _data(40)
+    G = GaussianDenoiser.fit(x)
+    for s in (0.05, 0.7, 6.0):
+        assert torch.allclose(theory.wiener_weight(x, s), G.weight(s), atol=1e-11)
+
+
+def test_gd_follows_the_per_direction_prediction_and_reaches_the_wiener_filter():
+    x = _data(60, shift=0.5)
+    G = GaussianDenoiser.fit(x)
+    s = 0.3
+    run = theory.train_affine_dsm(x, s, 400, "gd")
+    assert run.lr == pytest.approx(theory.optimal_gd_lr(G.eigvals, s), rel=1e-9)
+    pred = theory.gd_predicted_error(G.eigvals, s, run.lr, run.steps)
+    assert run.steps[0] == 0 and run.steps[-1] == 400
+    assert run.weight_errors[0] == pytest.approx(1.0)
+    assert max(abs(a - b) for a, b in zip(run.weight_errors, pred.tolist())) < 1e-10
+    # an intermediate point must be far from converged, so the comparison above is not trivial
+    assert max(run.weight_errors[1:6]) > 1e-2
+    assert run.weight_errors[-1] < 1e-8
+    # the endpoint is D_G as an affine map, bias included (b = (I - W) mu)
+    assert torch.allclose(run.W, G.weight(s), atol=1e-8)
+    assert torch.allclose(run.b, G.bias(s), atol=1e-8)
+    # a step size other than the optimum follows the same formula
+    slow = theory.train_affine_dsm(x, s, 50, "gd", lr=0.3 * run.lr)
+    pred = theory.gd_predicted_error(G.eigvals, s, slow.lr, slow.steps)
+    assert max(abs(a - b) for a, b in zip(slow.weight_errors, pred.tolist())) < 1e-10
+
+
+def test_gd_on_raw_inputs_reaches_the_same_endpoint_more_slowly():
+    x = _data(60, shift=0.8)
+    G = GaussianDenoiser.fit(x)
+    s = 0.5
+    m = theory.augmented_hessian_eigvals(x, s)
+    flat = x.reshape(60, -1)
+    aug = torch.cat([flat, torch.ones(60, 1, dtype=torch.float64)], 1)
+    M = aug.T @ aug / 60
+    M[:9, :9] += s ** 2 * torch.eye(9, dtype=torch.float64)
+    assert torch.allclose(m, torch.linalg.eigvalsh(M), atol=1e-10)
+    assert m[-1] > G.eigvals[0] + s ** 2 + 1.0                        # ||mu||^2 inflates the top eigenvalue
+    raw = theory.train_affine_dsm(x, s, 3000, "gd", center=False)
+    cen = theory.train_affine_dsm(x, s, 3000, "gd")
+    assert raw.lr < cen.lr
+    assert raw.weight_errors[-1] < 1e-6
+    assert torch.allclose(raw.b, G.bias(s), atol=1e-5)
+    i = raw.steps.index(next(t for t in raw.steps if t >= 20))
+    assert raw.weight_errors[i] > 10 * cen.weight_errors[i]
+
+
+def test_gd_diverges_above_the_stability_limit():
+    x = _data(30)
+    G = GaussianDenoiser.fit(x)
+    s = 0.3
+    lr = 1.05 / (float(G.eigvals[0]) + s ** 2)
+    run = theory.train_affine_dsm(x, s, 200, "gd", lr=lr)
+    assert run.weight_errors[-1] > 1.0
+    assert theory.contraction_factors(G.eigvals, s, lr).max() > 1
+
+
+def test_optimal_lr_balances_fastest_and_slowest_directions():
+    lam = torch.tensor([4.0, 1.0, 0.1, 0.0], dtype=torch.float64)
+    s = 0.2
+    lr = theory.optimal_gd_lr(lam, s)
+    r = theory.contraction_factors(lam, s, lr).tolist()
+    assert r[0] == pytest.approx(r[-1], rel=1e-12)
+    assert max(r[1:-1]) < r[0]
+    assert r[0] == pytest.approx((4.0 - 0.0) / (4.0 + 0.0 + 2 * s ** 2), rel=1e-12)
+
+
+def test_gd_steps_needed_inverts_the_prediction():
+    x = _data(50)
+    G = GaussianDenoiser.fit(x)
+    s, lr = 0.2, 0.1
+    n = theory.gd_steps_needed(G.eigvals, s, lr, tol=1e-4)
+    e = theory.gd_predicted_error(G.eigvals, s, lr, [n - 1, n])
+    assert e[0] >= 1e-4 > e[1]
+    with pytest.raises(ValueError, match="more than"):
+        theory.gd_steps_needed(G.eigvals, s, 1e-9, tol=1e-4, max_steps=10)
+
+
+def test_adam_minibatch_training_approaches_the_wiener_filter():
+    x = _data(200)
+    s = 0.5
+    run = theory.train_affine_dsm(x, s, 1500, "adam", lr=1e-2, batch_size=64, schedule="cosine")
+    assert run.weight_errors[0] == pytest.approx(1.0)
+    assert run.weight_errors[-1] < 0.1
+    exact = theory.train_affine_dsm(x, s, 1500, "adam", lr=1e-2, schedule="cosine")
+    assert exact.weight_errors[-1] < 0.02
+
+
+def test_train_affine_dsm_validates():
+    x = _data(10)
+    with pytest.raises(ValueError, match="optimizer"):
+        theory.train_affine_dsm(x, 0.5, 10, "sgd")
+    with pytest.raises(ValueError, match="schedule"):
+        theory.train_affine_dsm(x, 0.5, 10, schedule="linear")
+    with pytest.raises(ValueError, match="sigma"):
+        theory.train_affine_dsm(x, 0.0, 10)
+
+
+def test_record_steps():
+    r = theory.record_steps(1000, 10)
+    assert r[0] == 0 and r[-1] == 1000 and r == sorted(set(r)) and 1 in r
+    assert len(r) <= 12
+
+
+# --------------------------------------------------------------------------- N versus d
+
+def test_lowsigma_sizes():
+    assert theory.lowsigma_sizes(100, 64, [1 / 64, 0.5, 1, 4]) == [2, 32, 64, 100]
+    assert theory.lowsigma_sizes(50, 10, [1, 1.04]) == [10, 50]
+
+
+def test_lowsigma_residual_is_the_projection_residual_below_d_and_vanishes_above():
+    x = _data(400, d=16)
+    held = _data(30, d=16, seed=5)
+    out = theory.lowsigma_residual(x, held, [5, 12, 400], sigma=1e-4, seed=1)
+    assert out["n"] == [5, 12, 400]
+    assert out["rank"] == [4, 11, 16]
+    # reproduce the N = 5 value by an explicit projection onto the span of the centred subset
+    perm = torch.randperm(400, generator=torch.Generator().manual_seed(1))
+    sub = x[perm[:5]].reshape(5, -1)
+    mu = sub.mean(0)
+    A = (sub - mu).T                                                   # (d, N): the centred images as columns
+    P = A @ torch.linalg.pinv(A)
+    h = held.reshape(30, -1)
+    resid = (h - mu) - (h - mu) @ P.T
+    expect = float(resid.pow(2).mean(1).sqrt().mean())
+    assert out["heldout"][0] == pytest.approx(expect, rel=1e-4)
+    assert out["heldout"][0] > out["heldout"][1] > 0.05
+    assert out["heldout"][2] < 1e-3
+    assert max(out["train"]) < 1e-3                                   # training images lie in the span
+
+
+# --------------------------------------------------------------------------- samplers
+
+def test_heun_converges_to_the_closed_form_flow_at_second_order():
+    x = _data(100, d=16)
+    G = GaussianDenoiser.fit(x)
+    x_T = 80 * torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    errs = theory.solver_errors(G, x_T, [20, 40, 80])
+    assert errs["heun"]["nfe"] == [39, 79, 159] and errs["euler"]["nfe"] == [20, 40, 80]
+    assert theory.convergence_order(errs["heun"]["n"], errs["heun"]["rmse"]) == pytest.approx(2.0, abs=0.25)
+    assert theory.convergence_order(errs["euler"]["n"], errs["euler"]["rmse"]) == pytest.approx(1.0, abs=0.15)
+    assert errs["heun"]["rmse"][-1] < errs["euler"]["rmse"][-1] / 10
+    # the reference is the exact flow: close to eq. 7 run to sigma = 0 when sigma_min is tiny
+    ref = theory.gaussian_ode_reference(G, x_T, [80.0, 1e-6])
+    assert theory.pixel_rmse(ref, G.flow(x_T, 80.0, 0.0)) < 1e-6
+    # and a very fine Heun run lands on it
+    fine = sample(G, x_T, sigma_steps(400), "heun")
+    assert theory.pixel_rmse(fine, theory.gaussian_ode_reference(G, x_T, [80.0, 0.002])) < 2e-4
+
+
+def test_convergence_order_of_power_laws():
+    n = [10, 20, 40, 80]
+    assert theory.convergence_order(n, [3.0 * k ** -2 for k in n]) == pytest.approx(2.0, abs=1e-12)
+    assert theory.convergence_order(n, [0.5 * k ** -1 for k in n], last=2) == pytest.approx(1.0, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- tower property
+
+def test_tower_property_control():
+    x = _data(40, d=4)
+    held = 1.5 * _data(40, d=4, seed=7)                     # a broader distribution
+    G = GaussianDenoiser.fit(x)
+    D_M = EmpiricalDenoiser(x)
+    s = 0.3
+    W_G = G.weight(s)
+    # an affine teacher is recovered exactly, whatever the inputs
+    exact = theory.affine_fit_errors(G, held, W_G, s, n_noise=4)
+    assert exact["error"] < 1e-10
+    # D_M on training inputs: unbiased, the error is the Monte-Carlo error
+    tr = theory.affine_fit_errors(D_M, x, W_G, s, n_noise=500)
+    assert 0.6 < tr["error"] / tr["mc_error"] < 1.5
+    assert tr["error"] < 0.05
+    # D_M on held-out inputs: a real bias, many times the Monte-Carlo error
+    ho = theory.affine_fit_errors(D_M, held, W_G, s, n_noise=500)
+    assert ho["error"] > 5 * tr["error"]
+    assert ho["error"] > 5 * ho["mc_error"]
+    one = theory.affine_fit_errors(D_M, x, W_G, s, n_noise=20, seeds=(3,))
+    assert math.isnan(one["mc_error"]) and len(one["errors"]) == 1
