@@ -19,7 +19,9 @@ import importlib
 
 __version__ = "0.1.0"
 _SUBMODULES = ("profiles", "data", "edm", "denoisers", "nets", "train", "distill", "metrics",
-               "plotting", "book", "colab", "paths", "checks")
+               "plotting", "book", "colab", "paths", "checks",
+               # chapter-specific experiment code
+               "theory", "generalization", "linearity", "emergence", "strong")
 
 
 def __getattr__(name):

@@ -33,6 +33,14 @@ class GaussianDenoiser:
         self.eigvecs = eigvecs.to(torch.float64)      # (d, d), eigenvectors as columns
         self.shape = tuple(shape)                     # (C, H, W)
         self.d = self.mean.numel()
+        self._on_device = {}                          # device -> (U, lambda, mu) copies, made once
+
+    def _params(self, device):
+        """(eigvecs, eigvals, mean) on ``device``, copied there once and then reused."""
+        key = str(device)
+        if key not in self._on_device:
+            self._on_device[key] = tuple(t.to(device) for t in (self.eigvecs, self.eigvals, self.mean))
+        return self._on_device[key]
 
     @classmethod
     def fit(cls, x: torch.Tensor, chunk_size: int = 4096) -> "GaussianDenoiser":
@@ -82,7 +90,7 @@ class GaussianDenoiser:
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
         self._check(x)
         s = as_sigma(sigma, x.shape[0]).to(x.device)
-        U, lam, mu = (t.to(x.device) for t in (self.eigvecs, self.eigvals, self.mean))
+        U, lam, mu = self._params(x.device)
         coeff = (_flat64(x) - mu) @ U                                # (B, d) PC coordinates
         coeff = coeff * (lam / (lam + s[:, None] ** 2))
         return (coeff @ U.T + mu).reshape(x.shape).to(x.dtype)
@@ -97,7 +105,7 @@ class GaussianDenoiser:
         b = x_T.shape[0]
         s_T = as_sigma(sigma_T, b, name="sigma_T").to(x_T.device)
         s = as_sigma(sigma, b, allow_zero=True).to(x_T.device)
-        U, lam, mu = (t.to(x_T.device) for t in (self.eigvecs, self.eigvals, self.mean))
+        U, lam, mu = self._params(x_T.device)
         coeff = (_flat64(x_T) - mu) @ U
         factor = ((s[:, None] ** 2 + lam) / (s_T[:, None] ** 2 + lam)).sqrt()
         return ((coeff * factor) @ U.T + mu).reshape(x_T.shape).to(x_T.dtype)

@@ -66,18 +66,19 @@ def nearest_distances(queries: torch.Tensor, train: torch.Tensor, k: int = 2, ch
     if k > len(train):
         raise ValueError(f"k = {k} is larger than the {len(train)} training images")
     q = _flat64(queries)
-    best_d = torch.full((len(q), 0), 0.0, dtype=torch.float64)
-    best_i = torch.zeros((len(q), 0), dtype=torch.long)
+    dev = q.device
+    best_d = torch.zeros((len(q), 0), dtype=torch.float64, device=dev)
+    best_i = torch.zeros((len(q), 0), dtype=torch.long, device=dev)
     flat = train.reshape(len(train), -1)
     for start in range(0, len(flat), chunk_size):
-        y = flat[start:start + chunk_size].to(torch.float64)
+        y = flat[start:start + chunk_size].to(dev, torch.float64)
         d = torch.cdist(q, y)          # float64 matmul path: candidates only, see the exact recompute below
         cand_d = torch.cat([best_d, d], 1)
-        cand_i = torch.cat([best_i, torch.arange(start, start + len(y)).expand(len(q), -1)], 1)
+        cand_i = torch.cat([best_i, torch.arange(start, start + len(y), device=dev).expand(len(q), -1)], 1)
         top = cand_d.topk(min(k, cand_d.shape[1]), dim=1, largest=False)
         best_d, best_i = top.values, cand_i.gather(1, top.indices)
     # recompute the winners' distances from explicit differences: exact 0 for copies of training images
-    exact = (q[:, None, :] - flat[best_i].to(torch.float64)).norm(dim=2)
+    exact = (q[:, None, :] - flat[best_i.to(flat.device)].to(dev, torch.float64)).norm(dim=2)
     order = exact.argsort(dim=1)
     return exact.gather(1, order), best_i.gather(1, order)
 
@@ -85,7 +86,7 @@ def nearest_distances(queries: torch.Tensor, train: torch.Tensor, k: int = 2, ch
 def generalization_score(samples: torch.Tensor, train: torch.Tensor) -> float:
     """Paper eq. (14): GL = mean over samples of ||x - NN(x)|| / ||x|| (paper: > 0.6 generalizes)."""
     dist, _ = nearest_distances(samples, train, k=1)
-    norms = _flat64(samples).norm(dim=1).clamp_min(1e-30)
+    norms = _flat64(samples).norm(dim=1).clamp_min(1e-30).to(dist.device)
     return float((dist[:, 0] / norms).mean())
 
 
