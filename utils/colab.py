@@ -40,7 +40,7 @@ if "google.colab" in sys.modules:
 
 # Never installed on Colab: torch (keep Colab's CUDA build) and tools only the book build and the
 # test suite use.
-SKIP = frozenset({"torch", "jupyter-book", "myst-nb", "sphinx", "papermill", "nbformat",
+SKIP = frozenset({"torch", "jupyter-book", "myst-nb", "sphinx", "sphinx-mathjax-offline", "papermill", "nbformat",
                   "ipykernel", "pytest"})
 
 
