@@ -19,7 +19,8 @@ def as_images(x, name: str = "x", ndim: int = 4) -> torch.Tensor:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    # checked in slices so a large training set does not need a same-sized boolean temporary
+    if not all(bool(torch.isfinite(part).all()) for part in x.reshape(x.shape[0], -1).split(4096)):
         raise ValueError(f"{name} contains non-finite values (nan or inf)")
     return x
 
