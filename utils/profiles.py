@@ -98,6 +98,9 @@ _CHAPTERS = {
                     tower_n_train=200, tower_sigmas=[0.1166, 4.0661], tower_claim_sigma=0.1166,
                     tower_n_noise=2),
         "ch2": dict(n_show=4, n_denoise=2, loss_window=5),
+        "ch4": dict(main_n=8, ref_n=64, onset_sizes=[8, 64], n_show=4, pc_sigma=0.47, pc_noise=16,
+                    pc_tol=0.2, pc_min_gap=0.1, pc_run=dict(steps=20, snapshot_steps=[2, 5, 10, 15]),
+                    pc_ablation=dict(lr_rampup_steps=1), lin_steps=20, lin_points=5, lin_dtype="float64"),
     },
     "cpu": {
         "ch1": dict(n_train=1500, gd_sigmas=[0.1166, 0.47, 1.5017, 4.0661, 21.1087], gd_steps=2000,
@@ -107,6 +110,11 @@ _CHAPTERS = {
                     tower_n_train=1500, tower_sigmas=[0.0204, 0.1166, 0.47, 1.5017, 4.0661, 9.7232],
                     tower_claim_sigma=0.1166, tower_n_noise=32),
         "ch2": dict(n_show=10, n_denoise=3, loss_window=50),
+        "ch4": dict(main_n=64, ref_n=1500, onset_sizes=[16, 32, 64, 256, 1500], n_show=10, pc_sigma=0.47,
+                    pc_noise=16, pc_tol=0.2, pc_min_gap=0.1,
+                    pc_run=dict(steps=500, snapshot_steps=[5, 10, 15, 20, 30, 40, 50, 60, 80, 100, 125, 150,
+                                                           175, 200, 250, 300, 400]),
+                    pc_ablation=dict(lr_rampup_steps=1), lin_steps=1000, lin_points=30, lin_dtype="float64"),
     },
     "gpu": {
         "ch1": dict(n_train=50000, gd_sigmas=[0.47, 1.5017, 4.0661, 21.1087], gd_steps=8000,
@@ -116,6 +124,11 @@ _CHAPTERS = {
                     tower_n_train=1000, tower_sigmas=[0.1166, 1.5017],
                     tower_claim_sigma=0.1166, tower_n_noise=1000),
         "ch2": dict(n_show=8, n_denoise=3, loss_window=1000),
+        "ch4": dict(main_n=782, ref_n=50000, onset_sizes=[782, 12500, 50000], n_show=10, pc_sigma=0.47,
+                    pc_noise=8, pc_tol=0.2, pc_min_gap=0.1,
+                    pc_run=dict(steps=6000, snapshot_steps=[100, 200, 300, 500, 750, 1000, 1500, 2000, 2500,
+                                                            3000, 4000, 5000]),
+                    pc_ablation=dict(lr_rampup_steps=1), lin_steps=3000, lin_points=12, lin_dtype="float32"),
     },
 }
 

@@ -1,0 +1,363 @@
+"""Chapter 4: the Gaussian structure emerging, then giving way to memorization, during training.
+
+Everything the chapter measures on a sequence of training checkpoints (EMA snapshots):
+
+* :func:`evaluate_snapshots` -- per checkpoint: RMSE(D_theta, D_G) against sigma on held-out noisy
+  inputs (paper Fig. 8a), samples from fixed noises (Fig. 8b), the memorized fraction (NN ratio
+  < 1/3), the GL score and the paired cosine to the Gaussian samples from the same noises.
+* :func:`band_mean`, :func:`rise_and_fall`, :func:`early_stopping_index` -- the summary distance
+  to D_G in a band of sigma, its minimum and how much it fell before / rose after it.
+* :func:`crossing_step` -- the step at which a curve first crosses a level, interpolated
+  linearly in log(step) (the memorization onset: memorized fraction crossing 1/2).
+* :func:`pc_shrinkage`, :func:`learning_times`, :func:`loglog_slope`,
+  :func:`linear_theory_times` -- the order in which principal components are learned: the
+  diagonal u_k^T W u_k of the network's affine fit in the data's PC basis, the step at which it
+  has closed most of the gap from its initial value to D_G's factor lambda_k/(lambda_k+sigma^2),
+  and the linear theory (Wang & Pehlevan 2025) in which that time is proportional to
+  1/(lambda_k + sigma^2), i.e. to 1/lambda_k for lambda_k >> sigma^2.
+* :func:`initial_denoiser` -- the network at step 0. The U-Net's output convolution is
+  zero-initialized, so F = 0 and D(x; sigma) = c_skip(sigma) x: every principal component starts
+  with the same factor c_skip = sigma_data^2 / (sigma^2 + sigma_data^2).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+
+from . import edm, metrics
+from .checks import as_images, as_sigma
+
+
+# --------------------------------------------------------------------------- step 0
+
+class _InitialDenoiser:
+    """D(x; s) = c_skip(s) x, the EDM-preconditioned network before its first update."""
+
+    def __init__(self, sigma_data: float = 0.5):
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+        self.sigma_data = float(sigma_data)
+
+    def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        as_images(x)
+        s = as_sigma(sigma, x.shape[0], device=x.device).view(-1, *([1] * (x.ndim - 1)))
+        c_skip = self.sigma_data ** 2 / (s ** 2 + self.sigma_data ** 2)
+        return (c_skip * x.to(torch.float64)).to(x.dtype)
+
+
+def initial_denoiser(sigma_data: float = 0.5) -> _InitialDenoiser:
+    """The trained model at step 0: ``utils.nets.UNet`` zero-initializes its output layer, so the
+    EDM-preconditioned denoiser is exactly c_skip(sigma) x (tested against a freshly built model)."""
+    return _InitialDenoiser(sigma_data)
+
+
+def c_skip(sigma: float, sigma_data: float = 0.5) -> float:
+    return sigma_data ** 2 / (sigma ** 2 + sigma_data ** 2)
+
+
+# --------------------------------------------------------------------------- checkpoint evaluation
+
+@dataclass
+class SnapshotEval:
+    """What :func:`evaluate_snapshots` measured; arrays are indexed [checkpoint] or [checkpoint, sigma]."""
+
+    steps: np.ndarray                 # (T,) training step of each checkpoint
+    sigmas: np.ndarray                # (S,) noise levels of the RMSE curves
+    rmse: np.ndarray                  # (T, S) RMSE(D_theta, D_G) on held-out noisy inputs
+    memorized: np.ndarray             # (T,) fraction of samples with NN ratio < 1/3
+    gl: np.ndarray                    # (T,) GL score of the samples (paper eq. 14)
+    cosine: np.ndarray                # (T,) mean paired cosine of samples vs Gaussian samples
+    samples: list = field(default_factory=list)   # (T,) tensors (n_samples, C, H, W)
+    gaussian_samples: torch.Tensor | None = None   # D_G's samples from the same noises
+    shrinkage: np.ndarray | None = None            # (T, d) u_k^T W u_k of the affine fit at pc_sigma
+    pc_sigma: float | None = None
+
+    def row(self, step: int) -> int:
+        """Index of the checkpoint at ``step``."""
+        hits = np.flatnonzero(self.steps == step)
+        if not len(hits):
+            raise KeyError(f"no checkpoint at step {step}; steps = {self.steps.tolist()}")
+        return int(hits[0])
+
+
+def noisy_inputs(x_clean: torch.Tensor, sigmas, seed: int = 0) -> list[torch.Tensor]:
+    """One fixed noisy copy x + sigma eps of ``x_clean`` per sigma (the same eps for every
+    checkpoint, so differences between checkpoints are not noise-draw differences)."""
+    as_images(x_clean, "x_clean")
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.randn(x_clean.shape, generator=g, dtype=torch.float32).to(x_clean.device, x_clean.dtype)
+    return [x_clean + float(s) * eps for s in sigmas]
+
+
+def evaluate_snapshots(load: Callable[[int], Callable] | Mapping[int, Callable], steps: Iterable[int],
+                       D_G, x_train: torch.Tensor, x_heldout: torch.Tensor, sigmas, x_T: torch.Tensor,
+                       sampler_sigmas, *, pc_sigma: float | None = None, pc_noise: int = 16,
+                       noise_seed: int = 0, rmse: bool = True, progress: Callable | None = None) -> SnapshotEval:
+    """Evaluate every checkpoint ``load(step)`` (or ``load[step]``) for ``step`` in ``steps``.
+
+    * RMSE(D, D_G) at each of ``sigmas`` on ``x_heldout`` + fixed noise (skipped if ``rmse=False``:
+      NaN), paper eq. (10);
+    * samples ``edm.sample(D, x_T, sampler_sigmas)`` (Euler) and, against ``x_train``, the
+      memorized fraction and GL score; their paired cosine to D_G's samples from the same ``x_T``;
+    * with ``pc_sigma``: the closed-form affine fit of D at ``pc_sigma`` on ``x_heldout``
+      (``pc_noise`` noises per image), projected on D_G's principal components (:func:`pc_shrinkage`).
+    """
+    as_images(x_train, "x_train")
+    as_images(x_heldout, "x_heldout")
+    as_images(x_T, "x_T")
+    steps = [int(k) for k in steps]
+    if not steps:
+        raise ValueError("steps must list at least one checkpoint")
+    get = load.__getitem__ if isinstance(load, Mapping) else load
+    sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
+    noisy = noisy_inputs(x_heldout, sig, seed=noise_seed) if rmse else None
+    gauss = edm.sample(D_G, x_T, sampler_sigmas)
+    out = SnapshotEval(steps=np.array(steps), sigmas=np.array(sig), rmse=np.full((len(steps), len(sig)), np.nan),
+                       memorized=np.zeros(len(steps)), gl=np.zeros(len(steps)), cosine=np.zeros(len(steps)),
+                       gaussian_samples=gauss.cpu(), pc_sigma=pc_sigma)
+    if pc_sigma is not None:
+        from .distill import fit_affine
+        out.shrinkage = np.zeros((len(steps), D_G.d))
+    for t, step in enumerate(steps):
+        D = get(step)
+        if rmse:
+            out.rmse[t] = [metrics.rmse(D, D_G, xn, s) for xn, s in zip(noisy, sig)]
+        x0 = edm.sample(D, x_T, sampler_sigmas)
+        out.samples.append(x0.cpu())
+        out.memorized[t] = metrics.memorized_fraction(x0, x_train)
+        out.gl[t] = metrics.generalization_score(x0, x_train)
+        out.cosine[t] = metrics.sample_similarity(x0, gauss)["cosine"]
+        if pc_sigma is not None:
+            fit = fit_affine(D, x_heldout, pc_sigma, n_noise=pc_noise, seed=noise_seed)
+            out.shrinkage[t] = pc_shrinkage(fit.W, D_G.eigvecs).numpy()
+        if progress is not None:
+            progress(step)
+    return out
+
+
+# --------------------------------------------------------------------------- the Gaussian phase
+
+def band_mean(rmse: np.ndarray, sigmas, lo: float, hi: float) -> np.ndarray:
+    """Mean of ``rmse[..., j]`` over the sigmas in [lo, hi] (the summary distance to D_G)."""
+    s = np.asarray(sigmas, dtype=float)
+    keep = (s >= lo) & (s <= hi)
+    if not keep.any():
+        raise ValueError(f"no sigma in [{lo}, {hi}]; sigmas = {s.tolist()}")
+    return np.asarray(rmse, dtype=float)[..., keep].mean(-1)
+
+
+def early_stopping_index(values) -> int:
+    """Index of the checkpoint with the smallest distance to D_G (the early-stopping checkpoint)."""
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 1 or not len(v) or not np.isfinite(v).all():
+        raise ValueError(f"values must be a non-empty 1-d array of finite numbers, got {v!r}")
+    return int(np.argmin(v))
+
+
+@dataclass
+class Arc:
+    """The fall-minimum-rise shape of a curve over checkpoints."""
+
+    i_min: int          # index of the minimum
+    start: float        # value at the first checkpoint
+    minimum: float
+    end: float          # value at the last checkpoint
+    interior: bool      # the minimum is strictly inside (neither the first nor the last checkpoint)
+    fall: float         # start / minimum
+    rise: float         # end / minimum
+
+
+def rise_and_fall(values) -> Arc:
+    """Where the curve is lowest, how far it fell before and how far it rose after."""
+    v = np.asarray(values, dtype=float)
+    i = early_stopping_index(v)
+    m = max(v[i], 1e-300)
+    return Arc(i_min=i, start=float(v[0]), minimum=float(v[i]), end=float(v[-1]),
+               interior=bool(0 < i < len(v) - 1), fall=float(v[0] / m), rise=float(v[-1] / m))
+
+
+def crossing_step(steps, values, level: float = 0.5) -> float:
+    """The first step at which ``values`` reaches ``level`` from below, interpolated linearly in
+    log(step) between the two checkpoints around the crossing; ``inf`` if it never does, and the
+    first step if it starts at or above ``level``. Steps must be positive and increasing."""
+    k = np.asarray(steps, dtype=float)
+    v = np.asarray(values, dtype=float)
+    if k.shape != v.shape or k.ndim != 1 or not len(k):
+        raise ValueError(f"steps and values must be 1-d arrays of one length, got {k.shape} and {v.shape}")
+    if (k <= 0).any() or (np.diff(k) <= 0).any():
+        raise ValueError(f"steps must be positive and strictly increasing, got {k.tolist()}")
+    above = np.flatnonzero(v >= level)
+    if not len(above):
+        return math.inf
+    j = int(above[0])
+    if j == 0:
+        return float(k[0])
+    a, b = v[j - 1], v[j]
+    frac = (level - a) / (b - a)
+    return float(np.exp(np.log(k[j - 1]) + frac * (np.log(k[j]) - np.log(k[j - 1]))))
+
+
+def settle_step(steps, values, rel: float = 0.1) -> float:
+    """The first step at which ``values`` comes within a factor (1 + rel) of its minimum: when a
+    distance that falls and then plateaus (or rises again) has essentially arrived."""
+    k = np.asarray(steps, dtype=float)
+    v = np.asarray(values, dtype=float)
+    if k.shape != v.shape or k.ndim != 1 or not len(k) or not np.isfinite(v).all():
+        raise ValueError(f"steps and values must be 1-d, finite and of one length, got {k.shape} and {v.shape}")
+    if not rel >= 0:
+        raise ValueError(f"rel must be >= 0, got {rel}")
+    return float(k[np.flatnonzero(v <= (1 + rel) * v.min())[0]])
+
+
+# --------------------------------------------------------------------------- order of learning
+
+def pc_shrinkage(W: torch.Tensor, eigvecs: torch.Tensor) -> torch.Tensor:
+    """diag(U^T W U): the factor an affine map W applies along each principal component u_k
+    (for D_G itself this is exactly lambda_k / (lambda_k + sigma^2))."""
+    if W.ndim != 2 or W.shape[0] != W.shape[1] or eigvecs.shape != W.shape:
+        raise ValueError(f"W and eigvecs must be square matrices of one shape, got {tuple(W.shape)}, "
+                         f"{tuple(eigvecs.shape)}")
+    U = eigvecs.to(torch.float64)
+    return ((W.to(torch.float64) @ U) * U).sum(0)
+
+
+def learning_times(steps, shrinkage, target, initial, tol: float = 0.2, min_gap: float = 0.0) -> np.ndarray:
+    """Per component, the first step at which the factor has closed (1 - tol) of its gap to D_G:
+    |s_k(t) - g_k| <= tol * |s_k(0) - g_k|, interpolated in log(step) like :func:`crossing_step`.
+
+    ``shrinkage`` (T, K) at ``steps`` (T,), ``target`` g_k (K,), ``initial`` s_k(0) (K,) or a scalar.
+    Components with |s_k(0) - g_k| < ``min_gap`` are NaN (nothing to learn), never-reached ones inf.
+    In the linear theory the gap decays as exp(-t/tau_k), so this time is tau_k ln(1/tol).
+    """
+    S = np.asarray(shrinkage, dtype=float)
+    g = np.asarray(target, dtype=float)
+    s0 = np.broadcast_to(np.asarray(initial, dtype=float), g.shape)
+    if S.ndim != 2 or S.shape[1] != g.shape[0] or S.shape[0] != len(steps):
+        raise ValueError(f"shrinkage must be (T={len(steps)}, K={g.shape[0]}), got {S.shape}")
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must lie in (0, 1), got {tol}")
+    gap0 = np.abs(s0 - g)
+    out = np.full(g.shape, np.nan)
+    for k in range(g.shape[0]):
+        if gap0[k] < max(min_gap, 1e-12):
+            continue
+        closed = 1.0 - np.abs(S[:, k] - g[k]) / gap0[k]          # fraction of the gap closed
+        out[k] = crossing_step(steps, closed, 1.0 - tol)
+    return out
+
+
+def linear_theory_times(eigvals, sigma: float, t_ref: float, lam_ref: float) -> np.ndarray:
+    """The linear theory's learning times tau_k proportional to 1/(lambda_k + sigma^2), scaled to
+    equal ``t_ref`` at ``lam_ref`` (for lambda >> sigma^2 this is the 1/lambda law)."""
+    lam = np.asarray(eigvals, dtype=float)
+    return t_ref * (lam_ref + sigma ** 2) / (lam + sigma ** 2)
+
+
+def loglog_slope(x, y) -> tuple[float, float]:
+    """Least-squares slope and intercept of log(y) against log(x) over the finite positive pairs
+    (NaN when fewer than two remain)."""
+    fit = loglog_fit(x, y)
+    return fit["slope"], fit["intercept"]
+
+
+def loglog_fit(x, y) -> dict:
+    """Least-squares line log(y) = slope log(x) + intercept over the finite positive pairs, with
+    the slope's standard error (NaN with fewer than three pairs) and the number of pairs ``n``."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    n = int(ok.sum())
+    out = dict(slope=math.nan, intercept=math.nan, stderr=math.nan, n=n)
+    if n < 2 or np.ptp(np.log(x[ok])) == 0:
+        return out
+    lx, ly = np.log(x[ok]), np.log(y[ok])
+    slope, intercept = np.polyfit(lx, ly, 1)
+    out.update(slope=float(slope), intercept=float(intercept))
+    if n > 2:
+        resid = ly - (slope * lx + intercept)
+        out["stderr"] = float(np.sqrt(resid @ resid / (n - 2) / ((lx - lx.mean()) @ (lx - lx.mean()))))
+    return out
+
+
+def theory_scale(eigvals, times, sigma: float) -> float:
+    """The constant c of the linear theory's t_k = c / (lambda_k + sigma^2) that best fits the
+    measured ``times`` (least squares in log t over the finite ones; NaN if there are none)."""
+    lam = np.asarray(eigvals, dtype=float)
+    t = np.asarray(times, dtype=float)
+    ok = np.isfinite(t) & (t > 0)
+    if not ok.any():
+        return math.nan
+    return float(np.exp(np.mean(np.log(t[ok] * (lam[ok] + sigma ** 2)))))
+
+
+def linear_control(x_train: torch.Tensor, sigma: float, steps, D_G, lr: float, optimizer: str = "adam",
+                   dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """(T, d) PC factors diag(U^T W U) of an affine denoiser D(x) = W x + b trained from W = 0 on the
+    denoising loss at one ``sigma`` (full batch, constant ``lr``; ``utils.theory.train_affine_dsm``),
+    after each number of ``steps``: the linear model the linear theory is about, on the same data."""
+    from .theory import train_affine_dsm
+    rows = [pc_shrinkage(train_affine_dsm(x_train, sigma, int(k), optimizer=optimizer, lr=lr, n_record=2,
+                                          dtype=dtype).W,
+                         D_G.eigvecs) for k in steps]
+    return torch.stack(rows).numpy()
+
+
+def shrinkage_trajectory(load: Callable[[int], Callable] | Mapping[int, Callable], steps: Iterable[int], D_G,
+                         x_heldout: torch.Tensor, sigma: float, n_noise: int = 16, seed: int = 0) -> np.ndarray:
+    """(T, d): for each checkpoint, diag(U^T W U) of its closed-form affine fit at ``sigma`` on
+    ``x_heldout`` (``n_noise`` noises per image), U = D_G's principal components."""
+    from .distill import fit_affine
+    get = load.__getitem__ if isinstance(load, Mapping) else load
+    rows = [pc_shrinkage(fit_affine(get(int(k)), x_heldout, sigma, n_noise=n_noise, seed=seed).W, D_G.eigvecs)
+            for k in steps]
+    return torch.stack(rows).numpy()
+
+
+# --------------------------------------------------------------------------- summaries and claims
+
+def intermediate_band(D_G, lo: float = 0.1) -> tuple[float, float]:
+    """The intermediate noise regime of a dataset: from the paper's sigma = 0.1 up to sqrt(lambda_max),
+    the sigma at which D_G halves even its top principal component (above it D_G keeps little
+    more than the mean). For FFHQ / CIFAR-10 this is close to the paper's [0.1, 10]; for 8x8
+    digits (lambda_max ~ 3) it ends near sigma = 2."""
+    hi = float(D_G.eigvals[0].clamp_min(0).sqrt())
+    if not hi > lo:
+        raise ValueError(f"the top eigenvalue {hi ** 2:.3g} is below lo^2 = {lo ** 2:.3g}: no intermediate regime")
+    return float(lo), hi
+
+
+def increases_with(sizes, onsets) -> bool:
+    """True when the onsets grow with the sizes: at least one finite onset, and for every pair of
+    sizes N_i < N_j either t_i < t_j or both are censored (inf: no onset within training)."""
+    n = np.asarray(sizes, dtype=float)
+    t = np.asarray(onsets, dtype=float)
+    if n.shape != t.shape or n.ndim != 1:
+        raise ValueError(f"sizes and onsets must be 1-d of one length, got {n.shape} and {t.shape}")
+    if np.isnan(t).any():
+        raise ValueError("onsets must not be NaN (use inf for 'not within training')")
+    if not np.isfinite(t).any():
+        return False
+    order = np.argsort(n)
+    n, t = n[order], t[order]
+    for i in range(len(n)):
+        for j in range(i + 1, len(n)):
+            if n[j] > n[i] and not (t[i] < t[j] or (np.isinf(t[i]) and np.isinf(t[j]))):
+                return False
+    return True
+
+
+def lr_schedule(spec: dict, steps) -> np.ndarray:
+    """The learning rate ``utils.train`` uses at each of ``steps`` (1-based): a linear ramp-up
+    lr * min(1, k / lr_rampup_steps)."""
+    k = np.asarray(steps, dtype=float)
+    return spec["lr"] * np.minimum(1.0, k / max(1, spec["lr_rampup_steps"]))
+
+
+def ema_halflife(spec: dict, steps) -> np.ndarray:
+    """The EMA half-life (in steps) ``utils.train`` uses after step k: min(half-life, ratio * k)."""
+    k = np.asarray(steps, dtype=float)
+    return np.minimum(spec["ema_halflife_steps"], spec.get("ema_rampup_ratio", 0.05) * k)
