@@ -109,6 +109,9 @@ def test_denoise_rows_and_smooth():
     rows = gen.denoise_rows({"G": G, "id": lambda z, s: z}, x, 1.0)
     assert len(rows) == 3 and torch.equal(rows[0], x) and torch.equal(rows[2], x)
     assert torch.allclose(rows[1], G(x, 1.0))
+    per_image = gen.image_rmse(rows[1], rows[0])
+    assert per_image.shape == (3,) and float(per_image.mean()) == pytest.approx(metrics.rmse(G, lambda z, s: z, x, 1.0))
+    assert torch.allclose(gen.image_rmse(x, x + 0.25), torch.full((3,), 0.25, dtype=torch.float64))
     s = gen.smooth([1.0, 3.0, 5.0, 7.0], window=2)
     assert np.allclose(s, [1.0, 2.0, 4.0, 6.0])
     assert np.allclose(gen.smooth([2.0] * 7, window=50), 2.0)
@@ -135,3 +138,23 @@ def test_evaluate_model_tells_a_memorizer_from_a_gaussian_model():
     assert mem.rmse_G_intermediate == pytest.approx(gen.intermediate_mean(grid, mem.rmse_G))
     assert torch.allclose(gau.samples, edm.sample(D_G, x_T, grid))
     assert math.isfinite(gau.rmse_M_intermediate)
+
+
+def test_distance_per_input_and_paired_difference():
+    train, held = _images(40), _images(30, seed=5)
+    G, M = GaussianDenoiser.fit(train), EmpiricalDenoiser(train)
+    grid = edm.sigma_steps(10)
+    per = gen.distance_per_input(M, {"G": G}, held, grid, seed=2)["G"]
+    assert per.shape == (30, 10)
+    assert np.allclose(per.mean(0), gen.distance_curves(M, {"G": G}, held, grid, seed=2)["G"])
+    # a model shifted by a constant 0.1 is exactly 0.1 further from the reference on every input
+    shifted = gen.distance_per_input(lambda x, s: G(x, s) + 0.1, {"G": G}, held, grid, seed=2)["G"]
+    same = gen.distance_per_input(G, {"G": G}, held, grid, seed=2)["G"]
+    mean, se = gen.paired_difference(shifted, same, grid)
+    assert mean == pytest.approx(0.1) and se == pytest.approx(0.0, abs=1e-12)
+    mean, se = gen.paired_difference(per, same, grid)
+    mask = gen.regime_mask(grid)
+    assert mean == pytest.approx(per[:, mask].mean()) and se > 0
+    assert se == pytest.approx(per[:, mask].mean(1).std(ddof=1) / np.sqrt(30))
+    with pytest.raises(ValueError):
+        gen.paired_difference(per, same[:, :5], grid)

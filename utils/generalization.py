@@ -9,7 +9,8 @@ memorizing D_M and the Gaussian D_G (``utils.denoisers``), in two ways:
   :func:`comparison_rows` lays out "network sample | its nearest training image | D_G sample".
 * **denoisers**: :func:`distance_curves` gives RMSE(D_theta, D_ref) (paper eq. 10) against any
   reference denoisers on held-out images plus noise, one value per sigma, with the same noise for
-  every model; :func:`intermediate_mean` summarises a curve over the paper's intermediate regime.
+  every model; :func:`intermediate_mean` summarises a curve over the paper's intermediate regime
+  and :func:`paired_difference` compares two models input by input (mean and standard error).
 
 :func:`evaluate_model` runs both for one model and returns a :class:`ModelReport`.
 """
@@ -126,26 +127,49 @@ def _outputs(D, x: torch.Tensor, sigma: float, batch_size: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def distance_curves(D, references: dict, x_clean: torch.Tensor, sigmas, seed: int = 0,
-                    batch_size: int = 256) -> dict:
-    """``{name: array over sigmas}`` of RMSE(D, D_ref) (paper eq. 10: mean over inputs of
-    sqrt(||D(x) - D_ref(x)||^2 / d)) for every ``{name: D_ref}`` of ``references``.
+def distance_per_input(D, references: dict, x_clean: torch.Tensor, sigmas, seed: int = 0,
+                       batch_size: int = 256) -> dict:
+    """``{name: (n_inputs, n_sigmas) array}`` of the per-input distance
+    sqrt(||D(x) - D_ref(x)||^2 / d) for every ``{name: D_ref}`` of ``references``.
 
     The inputs at sigma_i are ``noisy_inputs(x_clean, sigma_i, seed, i)`` (held-out images plus
-    noise, paper.md §4.4), so every model of a sweep sees the same inputs. ``D`` is called once
-    per sigma."""
+    noise, paper.md §4.4), so every model of a sweep sees the same inputs and two models can be
+    compared input by input (:func:`paired_difference`). ``D`` is called once per sigma."""
     as_images(x_clean, "x_clean")
     if not references:
         raise ValueError("references must be a non-empty {name: denoiser} dict")
     sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
-    curves = {name: np.zeros(len(sig)) for name in references}
+    out_arrays = {name: np.zeros((len(x_clean), len(sig))) for name in references}
     for i, s in enumerate(sig):
         x = noisy_inputs(x_clean, s, seed, i)
         out = _outputs(D, x, s, batch_size)
         for name, ref in references.items():
             diff = out - _outputs(ref, x, s, batch_size)
-            curves[name][i] = float(diff.pow(2).mean(1).sqrt().mean())
-    return curves
+            out_arrays[name][:, i] = diff.pow(2).mean(1).sqrt().numpy()
+    return out_arrays
+
+
+def distance_curves(D, references: dict, x_clean: torch.Tensor, sigmas, seed: int = 0,
+                    batch_size: int = 256) -> dict:
+    """``{name: array over sigmas}`` of RMSE(D, D_ref) (paper eq. 10: mean over inputs of
+    sqrt(||D(x) - D_ref(x)||^2 / d)): the mean over inputs of :func:`distance_per_input`."""
+    per_input = distance_per_input(D, references, x_clean, sigmas, seed, batch_size)
+    return {name: a.mean(0) for name, a in per_input.items()}
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, sigmas, regime=INTERMEDIATE) -> tuple:
+    """Mean and standard error of a - b, where a and b are (n_inputs, n_sigmas) per-input
+    distances of two models on the *same* inputs (:func:`distance_per_input`), each first
+    averaged over the sigmas in ``regime``. Returns (mean, standard error)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"a and b must be (n_inputs, n_sigmas) arrays of one shape, got {a.shape} and {b.shape}")
+    mask = regime_mask(sigmas, regime)
+    if mask.shape[0] != a.shape[1] or not mask.any():
+        raise ValueError(f"sigmas must match the {a.shape[1]} columns and contain a level in {regime}")
+    diff = a[:, mask].mean(1) - b[:, mask].mean(1)
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+    return float(diff.mean()), se
 
 
 def regime_mask(sigmas, regime=INTERMEDIATE) -> np.ndarray:
@@ -198,6 +222,16 @@ def denoise_rows(denoisers: dict, x: torch.Tensor, sigma: float) -> list:
     return rows
 
 
+def image_rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image pixel RMSE sqrt(||a_i - b_i||^2 / d) between two batches of one shape (float64)."""
+    as_images(a, "a")
+    as_images(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    diff = a.detach().cpu().to(torch.float64) - b.detach().cpu().to(torch.float64)
+    return diff.reshape(len(a), -1).pow(2).mean(1).sqrt()
+
+
 # --------------------------------------------------------------------------- training curves
 
 def smooth(values, window: int) -> np.ndarray:
@@ -230,6 +264,8 @@ class ModelReport:
     rmse_G: np.ndarray                  # RMSE(D_theta, D_G) per sigma, held-out inputs
     rmse_M: np.ndarray                  # RMSE(D_theta, D_M) per sigma, held-out inputs
     similarity: dict = field(default_factory=dict)   # paired cosine / RMSE to D_G's samples
+    rmse_G_inputs: np.ndarray | None = None          # (n_inputs, n_sigmas): per-input distance to D_G
+    rmse_M_inputs: np.ndarray | None = None          # ... and to D_M (same noisy inputs for every model)
 
     @property
     def rmse_G_intermediate(self) -> float:
@@ -265,11 +301,12 @@ def evaluate_model(model, x_train: torch.Tensor, x_T: torch.Tensor, x_eval: torc
     samples = edm.sample(model, x_T, sample_sigmas).cpu()
     if gaussian_samples is None:
         gaussian_samples = edm.sample(D_G, x_T, sample_sigmas).cpu()
-    curves = distance_curves(model, {"G": D_G, "M": D_M}, x_eval, curve_sigmas, seed=seed)
+    per_input = distance_per_input(model, {"G": D_G, "M": D_M}, x_eval, curve_sigmas, seed=seed)
     return ModelReport(
         label=label or f"N={len(x_train)}", n_train=len(x_train), n_params=getattr(model, "n_params", None),
         samples=samples, gaussian_samples=gaussian_samples.cpu(),
         stats=sample_stats(samples, x_train), gaussian_stats=sample_stats(gaussian_samples.cpu(), x_train),
         sigmas=np.asarray(torch.as_tensor(curve_sigmas, dtype=torch.float64).flatten()),
-        rmse_G=curves["G"], rmse_M=curves["M"],
-        similarity=metrics.sample_similarity(samples, gaussian_samples.cpu()))
+        rmse_G=per_input["G"].mean(0), rmse_M=per_input["M"].mean(0),
+        similarity=metrics.sample_similarity(samples, gaussian_samples.cpu()),
+        rmse_G_inputs=per_input["G"], rmse_M_inputs=per_input["M"])
