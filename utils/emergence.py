@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import torch
 
-from . import edm, metrics
+from . import edm, metrics, train
 from .checks import as_images, as_sigma
 
 
@@ -351,13 +351,12 @@ def increases_with(sizes, onsets) -> bool:
 
 
 def lr_schedule(spec: dict, steps) -> np.ndarray:
-    """The learning rate ``utils.train`` uses at each of ``steps`` (1-based): a linear ramp-up
-    lr * min(1, k / lr_rampup_steps)."""
-    k = np.asarray(steps, dtype=float)
-    return spec["lr"] * np.minimum(1.0, k / max(1, spec["lr_rampup_steps"]))
+    """The learning rate ``utils.train`` uses at each of ``steps`` (1-based; see
+    :func:`utils.train.learning_rate`)."""
+    return np.asarray(train.learning_rate(spec, np.asarray(steps, dtype=float)), dtype=float)
 
 
 def ema_halflife(spec: dict, steps) -> np.ndarray:
-    """The EMA half-life (in steps) ``utils.train`` uses after step k: min(half-life, ratio * k)."""
-    k = np.asarray(steps, dtype=float)
-    return np.minimum(spec["ema_halflife_steps"], spec.get("ema_rampup_ratio", 0.05) * k)
+    """The EMA half-life (in steps) ``utils.train`` uses after each of ``steps`` (see
+    :func:`utils.train.ema_halflife`)."""
+    return np.asarray(train.ema_halflife(spec, np.asarray(steps, dtype=float)), dtype=float)

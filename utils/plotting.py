@@ -39,8 +39,14 @@ def image_grid(rows, row_labels=None, col_labels=None, scale: float = 0.9, title
     if row_labels is not None and len(row_labels) != len(rows):
         raise ValueError(f"row_labels has {len(row_labels)} entries for {len(rows)} rows")
     ncols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(scale * ncols + (1.6 if row_labels else 0), scale * len(rows)),
-                             squeeze=False)
+    gap = 0.06                                             # space between images, as a fraction of one
+    label_in = 1.7 if row_labels is not None else 0.05     # inches kept for the row labels
+    top_in = (0.35 if col_labels is not None else 0.05) + (0.4 if title else 0.0)
+    width = label_in + ncols * scale * (1 + gap) + 0.05
+    height = top_in + len(rows) * scale * (1 + gap) + 0.05
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(width, height), squeeze=False)
+    fig.subplots_adjust(left=label_in / width, right=1 - 0.05 / width, bottom=0.05 / height,
+                        top=1 - top_in / height, wspace=gap, hspace=gap)
     for i, r in enumerate(rows):
         imgs = to_display(r)
         for j in range(ncols):
@@ -54,7 +60,6 @@ def image_grid(rows, row_labels=None, col_labels=None, scale: float = 0.9, title
                 ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=9)
             if i == 0 and col_labels is not None and j < len(col_labels):
                 ax.set_title(col_labels[j], fontsize=8)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.16 if row_labels else 0.02, right=0.99)
     if title:
         fig.suptitle(title)
     return fig

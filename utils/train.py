@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -83,6 +84,25 @@ def build_denoiser(spec: dict, image_shape) -> EDMPrecond:
         raise ValueError(f"the U-Net needs square images, got H={h}, W={w}")
     net = UNet(h, c, s["model_channels"], tuple(s["channel_mult"]), s["num_blocks"], s["dropout"])
     return EDMPrecond(net)
+
+
+def learning_rate(spec: dict, step):
+    """The learning rate of optimizer step ``step`` (1-based): lr * min(1, step / lr_rampup_steps).
+    ``step`` may be an int or an array of steps."""
+    s = normalize_spec(spec)
+    ramp = max(1, s["lr_rampup_steps"])
+    if isinstance(step, (int, float)):
+        return s["lr"] * min(1.0, step / ramp)
+    return s["lr"] * np.minimum(1.0, np.asarray(step, dtype=float) / ramp)
+
+
+def ema_halflife(spec: dict, step):
+    """The EMA half-life (in steps) after ``step`` steps: min(half-life, ema_rampup_ratio * step),
+    EDM's ramped half-life. ``step`` may be an int or an array of steps."""
+    s = normalize_spec(spec)
+    if isinstance(step, (int, float)):
+        return min(s["ema_halflife_steps"], s["ema_rampup_ratio"] * step)
+    return np.minimum(s["ema_halflife_steps"], s["ema_rampup_ratio"] * np.asarray(step, dtype=float))
 
 
 def _step_seed(seed: int, step: int) -> int:
@@ -157,7 +177,7 @@ def train(spec: dict, x_train: torch.Tensor | None = None, device: str | None = 
         g = torch.Generator().manual_seed(_step_seed(s["seed"], step))
         idx = torch.randint(len(images), (s["batch_size"],), generator=g)
         for group in opt.param_groups:
-            group["lr"] = s["lr"] * min(1.0, (step + 1) / max(1, s["lr_rampup_steps"]))
+            group["lr"] = learning_rate(s, step + 1)
         with torch.random.fork_rng(devices=[] if device == "cpu" else None):
             torch.manual_seed(_step_seed(s["seed"], step) + 1)            # dropout
             loss = edm_loss(model, images[idx], generator=g)
@@ -168,7 +188,7 @@ def train(spec: dict, x_train: torch.Tensor | None = None, device: str | None = 
                 torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
         opt.step()
         step += 1
-        halflife = min(s["ema_halflife_steps"], s["ema_rampup_ratio"] * step)
+        halflife = ema_halflife(s, step)
         beta = 0.5 ** (1.0 / max(halflife, 1e-8))
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
