@@ -150,3 +150,15 @@ def test_sample_all_and_paired_rmse():
     assert len(res["G"][1]) == 3 and res["G"][0].shape == x_T.shape
     d = L.paired_rmse({k: v[0] for k, v in res.items()})
     assert d[("G", "G again")] == 0.0 and d[("G", "M")] > 0
+
+
+def test_training_draws_and_trained_sigmas():
+    assert L.training_draws_above(math.exp(-1.2), 1000) == pytest.approx(500.0)
+    assert L.training_draws_above(80.0, 10 ** 6) < L.training_draws_above(1.0, 10 ** 6)
+    # paper.md §2.3: P(sigma_train > 4.07) ~ 0.015, P(> 42.4) ~ 1.9e-5
+    assert L.training_draws_above(4.0661, 10 ** 6) == pytest.approx(1.5e4, rel=0.05)
+    assert L.training_draws_above(42.4152, 10 ** 7) == pytest.approx(190, rel=0.05)
+    grid = [80.0, 42.4152, 21.1087, 9.7232, 4.0661, 1.5017, 0.47, 0.1166, 0.0204, 0.002]
+    assert L.trained_sigmas(grid, 2000 * 64) == [False] * 4 + [True] * 6          # the cpu ladder
+    assert L.trained_sigmas(grid, 100_000 * 256) == [False] * 2 + [True] * 8      # the gpu ladder
+    assert L.trained_sigmas(grid, L.PAPER_IMAGES_SEEN)[1]                         # the reference itself

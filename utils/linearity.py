@@ -14,6 +14,9 @@
 * :func:`alignment_summary`, :func:`aligned_singular_vectors` -- comparing W_L with W_G through their
   singular vectors (paper Fig. 4 right, Fig. 14).
 * :func:`sample_all` and :func:`paired_rmse` -- sampling several denoisers from the same noises.
+* :func:`training_draws_above` and :func:`trained_sigmas` -- how many training draws of the EDM
+  noise distribution a network saw above each sigma, compared with the paper's networks at the
+  sigma where the paper itself calls them under-trained.
 """
 from __future__ import annotations
 
@@ -29,6 +32,10 @@ from .distill import AdamDistillation, fit_affine, paper_lr
 
 # A model whose samples are copies (NN ratio < 1/3) more often than this counts as memorizing.
 MEMORIZED_THRESHOLD = 0.5
+# The paper calls its EDM networks under-trained at sigma in {42.4, 80} (App. G.2); its FFHQ ladder
+# networks saw 70,246,400 training images (paper.md §2.5).
+PAPER_UNDERTRAINED_SIGMA = 42.4152
+PAPER_IMAGES_SEEN = 70_246_400
 # The paper's alpha^2 values for the alpha sweep (its code: linspace(0.99, 0.5, 5); Fig. 10).
 PAPER_ALPHA2 = (0.99, 0.8675, 0.745, 0.6225, 0.5)
 
@@ -99,8 +106,28 @@ def linearity_curves(denoiser, pairs: Pairs, sigmas, alphas=(2 ** -0.5,), batch_
             b = math.sqrt(max(0.0, 1.0 - a * a))
             mixed = _flat64(_apply(denoiser, a * x1 + b * x2, s, batch_size))
             cos = torch.nn.functional.cosine_similarity(mixed, a * d1 + b * d2, dim=1, eps=1e-30)
-            out[i, j] = cos.abs().mean()
+            out[i, j] = float(cos.abs().mean())
     return out
+
+
+# --------------------------------------------------------------------------- training coverage
+
+def training_draws_above(sigma: float, images_seen: int) -> float:
+    """Expected number of training draws with noise level above ``sigma`` for a network that saw
+    ``images_seen`` training images under EDM's ln s ~ N(P_mean, P_std^2) (paper.md §2.3)."""
+    s = float(as_sigma(sigma, 1)[0])
+    positive_int(images_seen, "images_seen")
+    z = (math.log(s) - edm.P_MEAN) / edm.P_STD
+    return images_seen * 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def trained_sigmas(sigmas, images_seen: int, reference_sigma: float = PAPER_UNDERTRAINED_SIGMA,
+                   reference_images: int = PAPER_IMAGES_SEEN) -> list:
+    """For each sigma: did the network see at least as many training draws above it as the paper's
+    networks saw above ``reference_sigma``, where the paper reports them under-trained?"""
+    need = training_draws_above(reference_sigma, reference_images)
+    return [training_draws_above(float(s), images_seen) >= need
+            for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten().tolist()]
 
 
 # --------------------------------------------------------------------------- memorization
