@@ -96,50 +96,34 @@ class AdamDistillation:
     weight_errors: list = field(default_factory=list)   # ||W - W_ref||_F/||W_ref||_F per epoch, [0] = 1
 
 
-def fit_affine_adam(denoiser, x_clean: torch.Tensor, sigma: float, epochs: int = 100, batch_size: int = 256,
-                    lr: float | None = None, seed: int = 0, W_ref: torch.Tensor | None = None,
-                    keep_weights: bool = True, progress: bool = False) -> AdamDistillation:
-    """The paper's Adam distillation (zero init, inputs / sqrt(d), MSE, Adam, fresh noise per batch).
-
-    ``lr`` defaults to the paper's per-sigma value (:data:`PAPER_ADAM_LR`). With ``W_ref`` the weight
-    error is recorded every epoch; ``keep_weights`` keeps a float32 copy of W per epoch (d^2 each).
-    """
-    as_images(x_clean, "x_clean")
-    positive_int(epochs, "epochs")
-    positive_int(batch_size, "batch_size")
-    sigma = float(as_sigma(sigma, 1)[0])
-    lr = paper_lr(sigma) if lr is None else float(lr)
+def _adam_affine(epoch_batches, d: int, sigma: float, epochs: int, lr: float, W_ref, keep_weights: bool,
+                 shape, device, desc: str, progress: bool) -> AdamDistillation:
+    """The paper's optimiser loop, shared by both Adam variants: zero-initialised W and b, inputs
+    scaled by 1/sqrt(d), mean-squared error, Adam with default betas. ``epoch_batches()`` yields one
+    epoch of (noisy inputs y, teacher outputs t), each (b, d) float32 on ``device``."""
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
-    d = x_clean[0].numel()
     if W_ref is not None and W_ref.shape != (d, d):
         raise ValueError(f"W_ref must be ({d}, {d}), got {tuple(W_ref.shape)}")
     scale = 1.0 / math.sqrt(d)
-    W = torch.zeros(d, d, requires_grad=True)
-    b = torch.zeros(d, requires_grad=True)
+    W = torch.zeros(d, d, requires_grad=True, device=device)
+    b = torch.zeros(d, requires_grad=True, device=device)
     opt = torch.optim.Adam([W, b], lr=lr)
     result = AdamDistillation(denoiser=None, lr=lr)
+    ref = None if W_ref is None else W_ref.to(device, torch.float64)
 
     def record():
-        W_eff = (W.detach() * scale).to(torch.float64)
+        W_eff = W.detach().to(torch.float64) * scale
         if keep_weights:
-            result.weights.append(W_eff.to(torch.float32).clone())
-        if W_ref is not None:
-            ref = W_ref.to(torch.float64)
-            result.weight_errors.append(float((W_eff - ref).norm() / ref.norm()))
+            result.weights.append(W_eff.to(torch.float32).cpu().clone())
+        if ref is not None:
+            result.weight_errors.append(float((W_eff - ref).norm() / ref.norm().clamp_min(1e-300)))
 
     record()
-    g = torch.Generator().manual_seed(seed)
-    for _ in tqdm(range(epochs), disable=not progress, desc=f"Adam distillation sigma={sigma:.3g}", mininterval=10):
+    for _ in tqdm(range(epochs), disable=not progress, desc=desc, mininterval=10):
         total, batches = 0.0, 0
-        for i in range(0, len(x_clean), batch_size):
-            x = x_clean[i:i + batch_size].to(torch.float32)
-            y = x + sigma * torch.randn(x.shape, generator=g)
-            with torch.inference_mode():
-                target = denoiser(y, sigma).reshape(len(y), -1).to(torch.float32)
-            target = target.clone()                  # a normal tensor: autograd refuses inference tensors
-            pred = (y.reshape(len(y), -1) * scale) @ W.T + b
-            loss = torch.nn.functional.mse_loss(pred, target)
+        for y, target in epoch_batches():
+            loss = torch.nn.functional.mse_loss((y * scale) @ W.T + b, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -147,6 +131,63 @@ def fit_affine_adam(denoiser, x_clean: torch.Tensor, sigma: float, epochs: int =
             batches += 1
         result.losses.append(total / batches)
         record()
-    result.denoiser = AffineDenoiser((W.detach() * scale).to(torch.float64), b.detach().to(torch.float64),
-                                     x_clean.shape[1:])
+    result.denoiser = AffineDenoiser((W.detach() * scale).to(torch.float64).cpu(),
+                                     b.detach().to(torch.float64).cpu(), shape)
     return result
+
+
+def fit_affine_adam(denoiser, x_clean: torch.Tensor, sigma: float, epochs: int = 100, batch_size: int = 256,
+                    lr: float | None = None, seed: int = 0, W_ref: torch.Tensor | None = None,
+                    keep_weights: bool = True, progress: bool = False) -> AdamDistillation:
+    """The paper's Adam distillation (zero init, inputs / sqrt(d), MSE, Adam, fresh noise per batch).
+
+    ``lr`` defaults to the paper's per-sigma value (:data:`PAPER_ADAM_LR`). With ``W_ref`` the weight
+    error is recorded every epoch ([0] = before training); ``keep_weights`` keeps a float32 copy of W
+    per epoch (d^2 each). Every batch calls the teacher on fresh noise, as the paper does.
+    """
+    as_images(x_clean, "x_clean")
+    positive_int(epochs, "epochs")
+    positive_int(batch_size, "batch_size")
+    sigma = float(as_sigma(sigma, 1)[0])
+    lr = paper_lr(sigma) if lr is None else float(lr)
+    d = x_clean[0].numel()
+    g = torch.Generator().manual_seed(seed)
+
+    def epoch_batches():
+        for i in range(0, len(x_clean), batch_size):
+            x = x_clean[i:i + batch_size].to(torch.float32)
+            y = x + sigma * torch.randn(x.shape, generator=g).to(x.device)
+            with torch.inference_mode():
+                target = denoiser(y, sigma).reshape(len(y), -1).to(torch.float32)
+            yield y.reshape(len(y), -1), target.clone()     # clone: autograd refuses inference tensors
+
+    return _adam_affine(epoch_batches, d, sigma, epochs, lr, W_ref, keep_weights, x_clean.shape[1:],
+                        x_clean.device, f"Adam distillation sigma={sigma:.3g}", progress)
+
+
+def fit_affine_adam_pool(y: torch.Tensor, t: torch.Tensor, sigma: float, epochs: int, batch_size: int = 256,
+                         lr: float | None = None, seed: int = 0, W_ref: torch.Tensor | None = None,
+                         shape=None, keep_weights: bool = False) -> AdamDistillation:
+    """The paper's Adam recipe on a fixed pool of (noisy input ``y``, teacher output ``t``) pairs,
+    each (n, d), instead of fresh teacher calls: an epoch is one pass over the pool in a fresh random
+    order. Used where the teacher is too slow to call ~10^6 times (e.g. the same pairs a closed-form
+    fit used)."""
+    if not isinstance(y, torch.Tensor) or y.ndim != 2 or not isinstance(t, torch.Tensor) or t.shape != y.shape:
+        raise ValueError(f"y and t must be (n, d) tensors of one shape, got {tuple(getattr(y, 'shape', ()))} "
+                         f"and {tuple(getattr(t, 'shape', ()))}")
+    positive_int(epochs, "epochs")
+    positive_int(batch_size, "batch_size")
+    sigma = float(as_sigma(sigma, 1)[0])
+    lr = paper_lr(sigma) if lr is None else float(lr)
+    n, d = y.shape
+    y32, t32 = y.to(torch.float32), t.to(torch.float32)
+    g = torch.Generator().manual_seed(seed)
+
+    def epoch_batches():
+        perm = torch.randperm(n, generator=g).to(y.device)
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            yield y32[idx], t32[idx]
+
+    return _adam_affine(epoch_batches, d, sigma, epochs, lr, W_ref, keep_weights, shape or (1, 1, d),
+                        y.device, f"Adam distillation (pool) sigma={sigma:.3g}", False)

@@ -28,7 +28,7 @@ import torch
 from . import edm, metrics
 from .checks import as_images, as_sigma, positive_int
 from .denoisers import AffineDenoiser, PerSigmaDenoiser
-from .distill import AdamDistillation, fit_affine, paper_lr
+from .distill import AdamDistillation, fit_affine, fit_affine_adam_pool
 
 # A model whose samples are copies (NN ratio < 1/3) more often than this counts as memorizing.
 MEMORIZED_THRESHOLD = 0.5
@@ -178,56 +178,11 @@ class TeacherRecorder:
 def adam_on_pool(y: torch.Tensor, t: torch.Tensor, sigma: float, epochs: int, batch_size: int = 256,
                  lr: float | None = None, seed: int = 0, W_ref: torch.Tensor | None = None,
                  shape=None) -> AdamDistillation:
-    """The paper's Adam recipe (App. C; ``utils.distill.fit_affine_adam``) on a fixed pool of
-    (noisy input ``y``, teacher output ``t``) pairs instead of fresh teacher calls.
-
-    Zero-initialised W and b, inputs scaled by 1/sqrt(d), mean-squared error, Adam (default betas),
-    minibatches of ``batch_size`` from a fresh permutation of the pool each epoch; ``lr`` defaults to
-    the paper's per-sigma rate. An epoch is one pass over the pool. With ``W_ref`` the relative
-    Frobenius error of the effective W is recorded before training ([0] = 1) and after every epoch.
-    """
-    if y.ndim != 2 or t.shape != y.shape:
-        raise ValueError(f"y and t must be (n, d) of one shape, got {tuple(y.shape)} and {tuple(t.shape)}")
-    positive_int(epochs, "epochs")
-    positive_int(batch_size, "batch_size")
-    sigma = float(as_sigma(sigma, 1)[0])
-    lr = paper_lr(sigma) if lr is None else float(lr)
-    n, d = y.shape
-    if W_ref is not None and W_ref.shape != (d, d):
-        raise ValueError(f"W_ref must be ({d}, {d}), got {tuple(W_ref.shape)}")
-    scale = 1.0 / math.sqrt(d)
-    y32, t32 = y.to(torch.float32), t.to(torch.float32)
-    W = torch.zeros(d, d, requires_grad=True, device=y.device)
-    b = torch.zeros(d, requires_grad=True, device=y.device)
-    opt = torch.optim.Adam([W, b], lr=lr)
-    res = AdamDistillation(denoiser=None, lr=lr)
-    ref = None if W_ref is None else W_ref.to(y.device, torch.float64)
-
-    def record():
-        if ref is not None:
-            W_eff = W.detach().to(torch.float64) * scale
-            res.weight_errors.append(float((W_eff - ref).norm() / ref.norm().clamp_min(1e-300)))
-
-    record()
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=g).to(y.device)
-        total, batches = 0.0, 0
-        for i in range(0, n, batch_size):
-            idx = perm[i:i + batch_size]
-            pred = (y32[idx] * scale) @ W.T + b
-            loss = torch.nn.functional.mse_loss(pred, t32[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-            batches += 1
-        res.losses.append(total / batches)
-        record()
-    shape = shape or (1, 1, d)
-    res.denoiser = AffineDenoiser((W.detach() * scale).to(torch.float64).cpu(),
-                                  b.detach().to(torch.float64).cpu(), shape)
-    return res
+    """The paper's Adam recipe (App. C) on a fixed pool of (noisy input ``y``, teacher output ``t``)
+    pairs: :func:`utils.distill.fit_affine_adam_pool` (zero init, inputs / sqrt(d), MSE, Adam, a fresh
+    permutation of the pool each epoch; ``lr`` defaults to the paper's per-sigma rate)."""
+    return fit_affine_adam_pool(y, t, sigma, epochs, batch_size=batch_size, lr=lr, seed=seed,
+                                W_ref=W_ref, shape=shape)
 
 
 @dataclass
