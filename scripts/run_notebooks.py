@@ -30,8 +30,10 @@ import book_pages  # noqa: E402
 REPO = book_pages.REPO
 BUILD = REPO / "_build"
 KERNEL = "python3"
-# Target wall time of a whole-book run per profile (design.md); --budget defaults to 1.5x this.
-TARGET_S = {"smoke": 300, "cpu": 1200, "gpu": 6 * 3600}
+# Target wall time of a whole-book run per profile (a run over it warns); --budget, which fails
+# the run, defaults to 2x this: a guard against a runaway chapter, with room for a slower machine.
+# Measured 2026-11-26 on the 2-core CI machine: 1,616 s at cpu from scratch (no cached models).
+TARGET_S = {"smoke": 300, "cpu": 1500, "gpu": 6 * 3600}
 
 
 def use_this_python_for_kernel() -> str:
@@ -115,7 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "gpu", "auto"))
     ap.add_argument("--only", action="append", metavar="STEM",
                     help="run only this notebook (file name without .ipynb); repeatable")
-    ap.add_argument("--cell-timeout", type=float, default=900.0, help="seconds per cell (default 900)")
+    ap.add_argument("--cell-timeout", type=float, default=1800.0,
+                    help="seconds per cell (default 1800: a cell may train several models)")
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds for the whole run (default 1.5 x the profile's target; 0: none)")
     ap.add_argument("--fail-fast", action="store_true", help="stop at the first failing notebook")
@@ -126,7 +129,7 @@ def main(argv=None) -> int:
     from utils import paths, profiles
 
     profile = profiles.resolve(args.profile).name if args.profile == "auto" else args.profile
-    budget = args.budget if args.budget is not None else 1.5 * TARGET_S[profile]
+    budget = args.budget if args.budget is not None else 2.0 * TARGET_S[profile]
 
     try:
         notebooks = book_pages.toc_notebooks(REPO)
