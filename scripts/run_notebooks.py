@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cell-timeout", type=float, default=1800.0,
                     help="seconds per cell (default 1800: a cell may train several models)")
     ap.add_argument("--budget", type=float, default=None,
-                    help="seconds for the whole run (default 1.5 x the profile's target; 0: none)")
+                    help="seconds for the whole run (default 2 x the profile's target; 0: none)")
     ap.add_argument("--fail-fast", action="store_true", help="stop at the first failing notebook")
     ap.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
     args = ap.parse_args(argv)
