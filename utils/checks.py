@@ -1,4 +1,4 @@
-"""Input validation shared by every module.
+"""Input validation shared by every module, and the one flattening helper.
 
 Each helper raises a ``ValueError`` or ``TypeError`` whose message names the argument and
 the form that was expected, so a wrong call fails loudly instead of returning a wrong answer.
@@ -62,3 +62,8 @@ def same_dim(x: torch.Tensor, d: int, name: str = "x", what: str = "the denoiser
     got = x[0].numel()
     if got != d:
         raise ValueError(f"{name} has C*H*W = {got} (shape {tuple(x.shape[1:])}) but {what} expects d = {d}")
+
+
+def flat64(x: torch.Tensor) -> torch.Tensor:
+    """(B, ...) -> (B, d) float64: images as vectors for the linear algebra done in float64."""
+    return x.reshape(x.shape[0], -1).to(torch.float64)

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .checks import as_images, as_sigma, positive_int, same_dim
+from .checks import as_images, as_sigma, positive_int, same_dim, flat64
 
-
-def _flat64(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], -1).to(torch.float64)
 
 
 class GaussianDenoiser:
@@ -50,11 +47,11 @@ class GaussianDenoiser:
         n, d = x.shape[0], x[0].numel()
         mean = torch.zeros(d, dtype=torch.float64)
         for chunk in x.split(chunk_size):
-            mean += _flat64(chunk.cpu()).sum(0)
+            mean += flat64(chunk.cpu()).sum(0)
         mean /= n
         cov = torch.zeros(d, d, dtype=torch.float64)
         for chunk in x.split(chunk_size):           # second pass on centred data: no cancellation
-            c = _flat64(chunk.cpu()) - mean
+            c = flat64(chunk.cpu()) - mean
             cov += c.T @ c
         cov /= n
         eigvals, eigvecs = torch.linalg.eigh(cov)
@@ -91,7 +88,7 @@ class GaussianDenoiser:
         self._check(x)
         s = as_sigma(sigma, x.shape[0]).to(x.device)
         U, lam, mu = self._params(x.device)
-        coeff = (_flat64(x) - mu) @ U                                # (B, d) PC coordinates
+        coeff = (flat64(x) - mu) @ U                                # (B, d) PC coordinates
         coeff = coeff * (lam / (lam + s[:, None] ** 2))
         return (coeff @ U.T + mu).reshape(x.shape).to(x.dtype)
 
@@ -106,7 +103,7 @@ class GaussianDenoiser:
         s_T = as_sigma(sigma_T, b, name="sigma_T").to(x_T.device)
         s = as_sigma(sigma, b, allow_zero=True).to(x_T.device)
         U, lam, mu = self._params(x_T.device)
-        coeff = (_flat64(x_T) - mu) @ U
+        coeff = (flat64(x_T) - mu) @ U
         factor = ((s[:, None] ** 2 + lam) / (s_T[:, None] ** 2 + lam)).sqrt()
         return ((coeff * factor) @ U.T + mu).reshape(x_T.shape).to(x_T.dtype)
 
@@ -131,13 +128,13 @@ class EmpiricalDenoiser:
         self.shape = tuple(x_train.shape[1:])
         self.d = self.train.shape[1]
         self.chunk_size = chunk_size
-        self.sq_norms = torch.cat([_flat64(c).pow(2).sum(1) for c in self.train.split(chunk_size)])
+        self.sq_norms = torch.cat([flat64(c).pow(2).sum(1) for c in self.train.split(chunk_size)])
 
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
         as_images(x)
         same_dim(x, self.d, "x", "the empirical denoiser")
         s = as_sigma(sigma, x.shape[0]).to(x.device)
-        q = _flat64(x)
+        q = flat64(x)
         q_sq = q.pow(2).sum(1, keepdim=True)
         inv_two_var = 1.0 / (2 * s[:, None] ** 2)
         run_max = torch.full((q.shape[0], 1), -torch.inf, dtype=torch.float64, device=x.device)
@@ -187,7 +184,7 @@ class AffineDenoiser:
     def __call__(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
         as_images(x)
         same_dim(x, self.d, "x", "the affine denoiser")
-        out = _flat64(x) @ self.W.to(x.device).T + self.b.to(x.device)
+        out = flat64(x) @ self.W.to(x.device).T + self.b.to(x.device)
         return out.reshape(x.shape).to(x.dtype)
 
 

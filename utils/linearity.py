@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import edm, metrics
-from .checks import as_images, as_sigma, positive_int
+from .checks import as_images, as_sigma, positive_int, flat64
 from .denoisers import AffineDenoiser, PerSigmaDenoiser
 from .distill import AdamDistillation, fit_affine, fit_affine_adam_pool
 
@@ -48,9 +48,6 @@ def _apply(denoiser, x: torch.Tensor, sigma: float, batch_size: int = 512) -> to
             out.append(denoiser(x[i:i + batch_size], sigma))
     return torch.cat(out)
 
-
-def _flat64(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], -1).to(torch.float64)
 
 
 # --------------------------------------------------------------------------- linearity
@@ -100,11 +97,11 @@ def linearity_curves(denoiser, pairs: Pairs, sigmas, alphas=(2 ** -0.5,), batch_
     out = torch.zeros(len(alphas), len(sig), dtype=torch.float64)
     for j, s in enumerate(sig.tolist()):
         x1, x2 = pairs.at(s)
-        d1 = _flat64(_apply(denoiser, x1, s, batch_size))
-        d2 = _flat64(_apply(denoiser, x2, s, batch_size))
+        d1 = flat64(_apply(denoiser, x1, s, batch_size))
+        d2 = flat64(_apply(denoiser, x2, s, batch_size))
         for i, a in enumerate(alphas):
             b = math.sqrt(max(0.0, 1.0 - a * a))
-            mixed = _flat64(_apply(denoiser, a * x1 + b * x2, s, batch_size))
+            mixed = flat64(_apply(denoiser, a * x1 + b * x2, s, batch_size))
             cos = torch.nn.functional.cosine_similarity(mixed, a * d1 + b * d2, dim=1, eps=1e-30)
             out[i, j] = float(cos.abs().mean())
     return out
@@ -258,7 +255,7 @@ def rmse_curves(pairs: dict, x_clean: torch.Tensor, sigmas, seed: int = 0, batch
 
         def outputs(D):
             if id(D) not in cache:
-                cache[id(D)] = _flat64(_apply(D, y, s, batch_size))
+                cache[id(D)] = flat64(_apply(D, y, s, batch_size))
             return cache[id(D)]
 
         for label, (d1, d2) in pairs.items():

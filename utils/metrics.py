@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import as_images, as_sigma, positive_int
+from .checks import as_images, as_sigma, positive_int, flat64
 
 
 def _apply(denoiser, x: torch.Tensor, sigma, batch_size: int = 256) -> torch.Tensor:
@@ -20,9 +20,6 @@ def _apply(denoiser, x: torch.Tensor, sigma, batch_size: int = 256) -> torch.Ten
     return torch.cat(out)
 
 
-def _flat64(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], -1).to(torch.float64)
-
 
 def linearity_score(denoiser, x1: torch.Tensor, x2: torch.Tensor, sigma, alpha: float = 2 ** -0.5,
                     beta: float = 2 ** -0.5) -> float:
@@ -34,8 +31,8 @@ def linearity_score(denoiser, x1: torch.Tensor, x2: torch.Tensor, sigma, alpha: 
     as_images(x2, "x2")
     if x1.shape != x2.shape:
         raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
-    mixed = _flat64(_apply(denoiser, alpha * x1 + beta * x2, sigma))
-    combo = alpha * _flat64(_apply(denoiser, x1, sigma)) + beta * _flat64(_apply(denoiser, x2, sigma))
+    mixed = flat64(_apply(denoiser, alpha * x1 + beta * x2, sigma))
+    combo = alpha * flat64(_apply(denoiser, x1, sigma)) + beta * flat64(_apply(denoiser, x2, sigma))
     cos = torch.nn.functional.cosine_similarity(mixed, combo, dim=1, eps=1e-30)
     return float(cos.abs().mean())
 
@@ -43,15 +40,15 @@ def linearity_score(denoiser, x1: torch.Tensor, x2: torch.Tensor, sigma, alpha: 
 def rmse(d1, d2, x: torch.Tensor, sigma) -> float:
     """Paper eq. (10): mean over inputs of sqrt(||D1(x) - D2(x)||^2 / d)."""
     as_images(x)
-    diff = _flat64(_apply(d1, x, sigma)) - _flat64(_apply(d2, x, sigma))
+    diff = flat64(_apply(d1, x, sigma)) - flat64(_apply(d2, x, sigma))
     return float(diff.pow(2).mean(1).sqrt().mean())
 
 
 def nmse(d1, d2, x: torch.Tensor, sigma) -> float:
     """Paper App. G.5: mean over inputs of ||D1(x) - D2(x)|| / ||D1(x)|| (a ratio of norms)."""
     as_images(x)
-    a = _flat64(_apply(d1, x, sigma))
-    b = _flat64(_apply(d2, x, sigma))
+    a = flat64(_apply(d1, x, sigma))
+    b = flat64(_apply(d2, x, sigma))
     return float(((a - b).norm(dim=1) / a.norm(dim=1).clamp_min(1e-30)).mean())
 
 
@@ -65,7 +62,7 @@ def nearest_distances(queries: torch.Tensor, train: torch.Tensor, k: int = 2, ch
         raise ValueError(f"queries have d = {queries[0].numel()} but train has d = {train[0].numel()}")
     if k > len(train):
         raise ValueError(f"k = {k} is larger than the {len(train)} training images")
-    q = _flat64(queries)
+    q = flat64(queries)
     dev = q.device
     best_d = torch.zeros((len(q), 0), dtype=torch.float64, device=dev)
     best_i = torch.zeros((len(q), 0), dtype=torch.long, device=dev)
@@ -86,7 +83,7 @@ def nearest_distances(queries: torch.Tensor, train: torch.Tensor, k: int = 2, ch
 def generalization_score(samples: torch.Tensor, train: torch.Tensor) -> float:
     """Paper eq. (14): GL = mean over samples of ||x - NN(x)|| / ||x|| (paper: > 0.6 generalizes)."""
     dist, _ = nearest_distances(samples, train, k=1)
-    norms = _flat64(samples).norm(dim=1).clamp_min(1e-30).to(dist.device)
+    norms = flat64(samples).norm(dim=1).clamp_min(1e-30).to(dist.device)
     return float((dist[:, 0] / norms).mean())
 
 
@@ -128,6 +125,6 @@ def sample_similarity(a: torch.Tensor, b: torch.Tensor) -> dict:
     as_images(b, "b")
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    fa, fb = _flat64(a), _flat64(b)
+    fa, fb = flat64(a), flat64(b)
     cos = torch.nn.functional.cosine_similarity(fa, fb, dim=1, eps=1e-30)
     return {"cosine": float(cos.mean()), "rmse": float((fa - fb).pow(2).mean(1).sqrt().mean())}

@@ -23,14 +23,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .checks import as_images, as_sigma, positive_int
+from .checks import as_images, as_sigma, positive_int, flat64
 from .denoisers import GaussianDenoiser
 from .distill import fit_affine
 from .edm import sample, sigma_steps
+from .metrics import sample_similarity
 
-
-def _flat64(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], -1).to(torch.float64)
 
 
 # --------------------------------------------------------------------------- Tweedie
@@ -43,7 +41,7 @@ def empirical_log_density(x: torch.Tensor, train: torch.Tensor, sigma: float) ->
     as_images(train, "train")
     s = float(as_sigma(sigma, 1)[0])
     q = x.reshape(x.shape[0], -1).to(torch.float64)
-    y = _flat64(train)
+    y = flat64(train)
     sq = torch.cdist(q, y, compute_mode="donot_use_mm_for_euclid_dist") ** 2
     d = q.shape[1]
     return torch.logsumexp(-sq / (2 * s * s), dim=1) - math.log(len(y)) - 0.5 * d * math.log(2 * math.pi * s * s)
@@ -70,9 +68,9 @@ def tweedie_error(denoiser, log_density, x: torch.Tensor, sigma: float) -> float
     """max_i ||grad log p(x_i) - (D(x_i) - x_i)/s^2|| / ||grad log p(x_i)||  (Tweedie's relation)."""
     as_images(x)
     s = float(as_sigma(sigma, 1)[0])
-    score = _flat64(score_autograd(log_density, x))
+    score = flat64(score_autograd(log_density, x))
     with torch.inference_mode():
-        tweedie = (_flat64(denoiser(x.to(torch.float64), s)) - _flat64(x)) / s ** 2
+        tweedie = (flat64(denoiser(x.to(torch.float64), s)) - flat64(x)) / s ** 2
     return float(((score - tweedie).norm(dim=1) / score.norm(dim=1).clamp_min(1e-300)).max())
 
 
@@ -82,7 +80,7 @@ def wiener_weight(x_train: torch.Tensor, sigma: float) -> torch.Tensor:
     """W_G = Sigma (Sigma + s^2 I)^-1 of the training set (1/N covariance), float64, by a solve."""
     as_images(x_train, "x_train")
     s = float(as_sigma(sigma, 1)[0])
-    X = _flat64(x_train)
+    X = flat64(x_train)
     Z = X - X.mean(0)
     cov = Z.T @ Z / len(X)
     A = cov + s * s * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
@@ -96,7 +94,7 @@ def augmented_hessian_eigvals(x_train: torch.Tensor, sigma: float) -> torch.Tens
     """
     as_images(x_train, "x_train")
     s = float(as_sigma(sigma, 1)[0])
-    X = _flat64(x_train)
+    X = flat64(x_train)
     n, d = X.shape
     zt = torch.cat([X, torch.ones(n, 1, dtype=torch.float64, device=X.device)], 1)
     M = zt.T @ zt / n
@@ -316,7 +314,7 @@ def lowsigma_residual(x_train: torch.Tensor, x_eval: torch.Tensor, sizes, sigma:
 
     def resid(G, x):
         with torch.inference_mode():
-            return float((_flat64(G(x, s)) - _flat64(x)).pow(2).mean(1).sqrt().mean())
+            return float((flat64(G(x, s)) - flat64(x)).pow(2).mean(1).sqrt().mean())
 
     for n in sizes:
         sub = x_train[perm[:n].to(x_train.device)]
@@ -345,8 +343,8 @@ def gaussian_ode_reference(gauss: GaussianDenoiser, x_T: torch.Tensor, sigmas) -
 
 
 def pixel_rmse(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over images of sqrt(||a_i - b_i||^2 / d)."""
-    return float((_flat64(a) - _flat64(b)).pow(2).mean(1).sqrt().mean())
+    """Mean over images of sqrt(||a_i - b_i||^2 / d) (``utils.metrics.sample_similarity``'s RMSE)."""
+    return sample_similarity(a, b)["rmse"]
 
 
 def solver_errors(gauss: GaussianDenoiser, x_T: torch.Tensor, n_steps, solvers=("euler", "heun"),
