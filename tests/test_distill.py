@@ -2,6 +2,7 @@ import torch
 import pytest
 
 from utils.denoisers import AffineDenoiser, EmpiricalDenoiser, GaussianDenoiser
+from utils import distill
 from utils.distill import fit_affine, fit_affine_adam, paper_lr
 from utils.metrics import weight_nmse
 
@@ -60,3 +61,54 @@ def test_bad_inputs():
         fit_affine(teacher, _images(20), 0.3, n_noise=0)
     with pytest.raises(ValueError, match="W_ref"):
         fit_affine_adam(teacher, _images(20).float(), 0.3, epochs=1, W_ref=torch.eye(3))
+
+
+SHAPE = (1, 2, 3)
+
+
+def _images6(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(6, 6, generator=torch.Generator().manual_seed(99), dtype=torch.float64) / 2
+    mu = torch.linspace(-0.5, 0.5, 6, dtype=torch.float64)
+    return (torch.randn(n, 6, generator=g, dtype=torch.float64) @ A.T + mu).reshape(n, *SHAPE).float()
+
+
+def _affine6(bias: bool, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(6, 6, generator=g, dtype=torch.float64) / 3
+    b = torch.randn(6, generator=g, dtype=torch.float64) if bias else torch.zeros(6, dtype=torch.float64)
+    return AffineDenoiser(W, b, SHAPE)
+
+
+def test_recorder_and_distill_grid_recover_affine_teacher():
+    x = _images6(30)
+    G = GaussianDenoiser.fit(_images6(200, seed=7))
+    sig = [0.05, 0.5, 5.0]
+    res = distill.distill_grid(G, x, sig, n_noise=4, seed=0, adam_epochs=2, W_ref=G.weight)
+    assert res.n_inputs == 120 and len(res.fits) == 3 and len(res.adam) == 3
+    errs = [weight_nmse(f.W, G.weight(s)) for f, s in zip(res.fits, sig)]
+    assert max(errs) < 1e-6                 # an affine teacher is recovered exactly (float32 inputs)
+    for f, s in zip(res.fits, sig):
+        assert torch.allclose(f.b, G.bias(s), atol=1e-6)
+    D_L = res.denoiser
+    y = x[:4] + 0.5 * torch.randn_like(x[:4])
+    assert torch.allclose(D_L(y, 0.5), G(y, 0.5), atol=1e-5)
+    assert res.adam[0].weight_errors[0] == 1.0 and len(res.adam[0].weight_errors) == 3
+    rec = distill.TeacherRecorder(G)
+    rec(x[:5], 1.0); rec(x[5:8], 1.0)
+    yy, tt = rec.pool()
+    assert yy.shape == (8, 6) and torch.allclose(tt, G(x[:8], 1.0).reshape(8, 6)) and rec.inputs == []
+    with pytest.raises(ValueError, match="W_ref"):
+        distill.distill_grid(G, x, sig, n_noise=4, adam_epochs=2)
+
+
+def test_adam_on_pool_converges_to_closed_form():
+    g = torch.Generator().manual_seed(0)
+    teacher = _affine6(bias=True)
+    y = torch.randn(2000, 6, generator=g)
+    t = teacher(y.reshape(-1, *SHAPE)).reshape(-1, 6)
+    res = distill.fit_affine_adam_pool(y, t, 1.0, epochs=60, batch_size=64, lr=2e-2, W_ref=teacher.W, shape=SHAPE)
+    assert res.weight_errors[0] == 1.0 and len(res.weight_errors) == 61 and len(res.losses) == 60
+    assert res.weight_errors[-1] < 0.02 < res.weight_errors[3]
+    assert weight_nmse(res.denoiser.W, teacher.W) == pytest.approx(res.weight_errors[-1], abs=1e-6)
+    assert res.lr == 2e-2 and distill.fit_affine_adam_pool(y, t, 80.0, 1).lr == 5e-5      # paper's per-sigma rate

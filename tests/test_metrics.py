@@ -1,3 +1,4 @@
+import math
 import pytest
 import torch
 
@@ -69,3 +70,22 @@ def test_bad_inputs():
         metrics.rmse(G, G, _imgs(3), -1.0)
     with pytest.raises(ValueError, match="d ="):
         metrics.generalization_score(torch.zeros(2, 1, 2, 2), _imgs(4))
+
+
+def test_alignment_summary_and_signs():
+    g = torch.Generator().manual_seed(0)
+    Q = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))[0]
+    W = Q @ torch.diag(torch.tensor([5.0, 4, 3, 2, 1, 0.5], dtype=torch.float64)) @ Q.T
+    same = metrics.singular_alignment(W, W, 3)
+    assert same["diagonal"] == pytest.approx(1.0) and same["subspace"] == pytest.approx(1.0)
+    # equal top singular values: vectors are ambiguous, the subspace is not
+    R = torch.eye(6, dtype=torch.float64)
+    c, s = math.cos(0.7), math.sin(0.7)
+    R[:2, :2] = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    Qr = Q @ R
+    D = torch.diag(torch.tensor([4.0, 4, 3, 2, 1, 0.5], dtype=torch.float64))
+    a = metrics.singular_alignment(Qr @ D @ Qr.T, Q @ D @ Q.T, 2)
+    assert a["subspace"] == pytest.approx(1.0, abs=1e-9)
+    different = metrics.singular_alignment(W, Q[:, [5, 4, 3, 2, 1, 0]] @ torch.diag(torch.arange(6.0, 0, -1).double())
+                                    @ Q[:, [5, 4, 3, 2, 1, 0]].T, 3)
+    assert different["subspace"] < 1e-9

@@ -60,3 +60,11 @@ def test_explicit_training_images_change_the_key(tmp_path, monkeypatch):
 def test_bad_specs(bad):
     with pytest.raises(ValueError):
         train.normalize_spec(_spec(**bad))
+
+
+def test_schedules():
+    spec = dict(lr=2e-3, lr_rampup_steps=200, ema_halflife_steps=100.0, ema_rampup_ratio=0.05)
+    assert train.learning_rate(spec, [1, 100, 200, 5000]) == pytest.approx([1e-5, 1e-3, 2e-3, 2e-3])
+    assert train.ema_halflife(spec, [20, 1000, 2000, 10 ** 5]) == pytest.approx([1.0, 50.0, 100.0, 100.0])
+    assert train.learning_rate(dict(spec, lr_rampup_steps=0), 1) == pytest.approx(2e-3)
+    assert train.ema_halflife(dict(spec, ema_rampup_ratio=None), 3) == pytest.approx(100.0)

@@ -3,25 +3,26 @@
 One module per concern (submodules are imported on first use, so ``import utils`` is cheap):
 
 profiles    scale presets smoke / cpu / gpu and ``resolve("auto")``
-data        dataset registry -> float32 (N, C, H, W) in [-1, 1]; held-out splits
-edm         sigma grids, EDM preconditioning and loss, Euler / Heun samplers
-denoisers   the protocol D(x, sigma) and D_G, D_M, D_L
+data        dataset registry -> float32 (N, C, H, W) in [-1, 1]; held-out splits; noisy inputs
+regimes     the low / intermediate / high noise regimes, from the data's covariance spectrum
+edm         sigma grids, preconditioning and losses, initial noise, Euler / Heun samplers
+denoisers   the protocol D(x, sigma), its batched call, and D_G, D_M, D_L
 nets        a small EDM-style U-Net ("model scale" = model_channels)
-train       training with EMA, lr ramp-up, checkpoint + resume, cached get_model
-distill     closed-form and Adam linear distillation
-metrics     linearity, RMSE/NMSE, GL score, NN ratio, weight NMSE, alignment, similarity
+train       training with EMA, lr ramp-up, checkpoint + resume, cached get_model, snapshots, train_many
+distill     closed-form and Adam linear distillation; Theorem 1's affine DSM trainer
+metrics     RMSE curves, linearity, GL score / NN ratio, similarity, weight errors, statistics
+checks      argument checks with clear errors
 plotting    seaborn theme, image grids, log-sigma curves
 book        notebook helpers: setup, claims ledger
 colab       Colab install logic
 paths       where artifacts and results go
+chapters    what only one chapter computes (utils.chapters.<name>), importing only the core
 """
 import importlib
 
 __version__ = "0.1.0"
-_SUBMODULES = ("profiles", "data", "edm", "denoisers", "nets", "train", "distill", "metrics",
-               "plotting", "book", "colab", "paths", "checks",
-               # chapter-specific experiment code
-               "theory", "generalization", "linearity", "emergence", "strong")
+_SUBMODULES = ("profiles", "data", "regimes", "edm", "denoisers", "nets", "train", "distill", "metrics",
+               "plotting", "book", "colab", "paths", "checks", "chapters")
 
 
 def __getattr__(name):

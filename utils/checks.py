@@ -67,3 +67,31 @@ def same_dim(x: torch.Tensor, d: int, name: str = "x", what: str = "the denoiser
 def flat64(x: torch.Tensor) -> torch.Tensor:
     """(B, ...) -> (B, d) float64: images as vectors for the linear algebra done in float64."""
     return x.reshape(x.shape[0], -1).to(torch.float64)
+
+
+def denoiser_name(denoiser) -> str:
+    """A short name for error messages: ``denoiser.name`` if set, else its class name."""
+    return str(getattr(denoiser, "name", None) or type(denoiser).__name__)
+
+
+def checked_output(out, x: torch.Tensor, denoiser, sigma) -> torch.Tensor:
+    """Check a denoiser's output against its input: a tensor of x's shape with finite values.
+
+    Raises a ``ValueError`` that names the denoiser and the noise level, instead of letting a
+    NaN travel silently into a sample, a metric or a distilled weight."""
+    who = denoiser_name(denoiser)
+    if isinstance(sigma, torch.Tensor):
+        sig = f"{float(sigma.min()):.4g}" if sigma.numel() and bool((sigma == sigma.flatten()[0]).all()) \
+            else f"{float(sigma.min()):.4g}..{float(sigma.max()):.4g}"
+    else:
+        sig = f"{float(sigma):.4g}"
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"denoiser {who} returned {type(out).__name__}, expected a tensor of shape {tuple(x.shape)}")
+    if out.shape != x.shape:
+        raise ValueError(f"denoiser {who} returned shape {tuple(out.shape)} for an input of shape "
+                         f"{tuple(x.shape)} at sigma = {sig}; a denoiser D(x, sigma) must return x's shape")
+    if not bool(torch.isfinite(out).all()):
+        bad = int((~torch.isfinite(out)).reshape(len(out), -1).any(1).sum())
+        raise ValueError(f"denoiser {who} returned non-finite values (nan or inf) for {bad} of {len(out)} "
+                         f"inputs at sigma = {sig}")
+    return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import pickle
 import tarfile
@@ -93,6 +94,52 @@ def disjoint_splits(x: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tenso
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(x), generator=g)
     return x[idx[:n]].clone(), x[idx[n:2 * n]].clone()
+
+
+# --------------------------------------------------------------------------- noise conventions
+
+# Independent random streams for the different uses of one seed, so that e.g. the noisy evaluation
+# inputs and the initial noises x_T drawn with the same seed are not the same numbers.
+STREAMS = {"noisy_inputs": 1, "initial_noise": 2, "pairs": 3}
+
+
+def seeded_normal(shape, seed: int, stream: str) -> torch.Tensor:
+    """Standard normal float64 tensor of ``shape`` on the CPU, from a generator seeded by (``seed``,
+    ``stream``) only: the same numbers on every machine and device, whatever the global RNG did."""
+    if stream not in STREAMS:
+        raise ValueError(f"stream must be one of {sorted(STREAMS)}, got {stream!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + STREAMS[stream] * 7_919 + 17)
+    return torch.randn(tuple(int(s) for s in shape), generator=g, dtype=torch.float64)
+
+
+class NoisyInputs:
+    """The book's one convention for noisy evaluation inputs: x(sigma) = x_clean + sigma * eps.
+
+    ``eps`` holds one standard-normal draw per image, fixed by ``seed`` and **shared by every sigma
+    and every model**, so curves over sigma and comparisons between models differ only through the
+    denoiser, never through the noise draw (the paper's code fixes its noises the same way).
+    ``x_clean`` are usually held-out images (paper.md §4.4). ``at(sigma)`` is in x_clean's dtype and
+    on its device; the sum is formed in float64.
+    """
+
+    def __init__(self, x_clean: torch.Tensor, seed: int = 0):
+        from .checks import as_images
+        as_images(x_clean, "x_clean")
+        self.clean = x_clean
+        self.seed = int(seed)
+        self.eps = seeded_normal(x_clean.shape, seed, "noisy_inputs")
+
+    def __len__(self) -> int:
+        return len(self.clean)
+
+    def at(self, sigma: float) -> torch.Tensor:
+        s = float(sigma)
+        if not (math.isfinite(s) and s >= 0):
+            raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+        x = self.clean.detach().cpu().to(torch.float64) + s * self.eps
+        return x.to(self.clean.device, self.clean.dtype)
 
 
 def image_shape(name: str) -> tuple[int, int, int]:

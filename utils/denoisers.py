@@ -7,13 +7,48 @@ callable, so a trained network (``utils.edm.EDMPrecond``), D_G, D_M and D_L are 
 * :class:`GaussianDenoiser` -- D_G, the Wiener filter of N(mu, Sigma) (paper eq. 6).
 * :class:`EmpiricalDenoiser` -- D_M, the optimal denoiser of the training set (paper eq. 5).
 * :class:`AffineDenoiser` -- D_L(x) = W vec(x) + b (paper eq. 8).
+* :class:`PerSigmaDenoiser` -- one denoiser per noise level (the distilled D_L of a grid).
+* :func:`apply` -- the one batched call of any denoiser, under ``torch.inference_mode()``.
 """
 from __future__ import annotations
 
 import torch
 
-from .checks import as_images, as_sigma, positive_int, same_dim, flat64
+from .checks import as_images, as_sigma, checked_output, denoiser_name, positive_int, same_dim, flat64
 
+# D_M divides by 2 sigma^2: below this floor sigma is clamped, so that 1/(2 sigma^2) stays finite in
+# float64 (the output is then the nearest training image, the sigma -> 0 limit, not NaN).
+SIGMA_FLOOR = 1e-100
+
+
+def apply(denoiser, x: torch.Tensor, sigma, batch_size: int = 512) -> torch.Tensor:
+    """``D(x, sigma)`` for a batch of any size, in chunks of ``batch_size`` under inference mode.
+
+    ``sigma`` is a float (passed to every chunk as a python float) or a (B,) tensor (sliced per
+    chunk). The output is checked: x's shape and finite values, or a ``ValueError`` naming the
+    denoiser and sigma. This is the book's one way of evaluating a denoiser on many inputs.
+    """
+    as_images(x)
+    positive_int(batch_size, "batch_size")
+    per_input = isinstance(sigma, torch.Tensor) and sigma.ndim > 0
+    if per_input:
+        as_sigma(sigma, x.shape[0])
+    else:
+        sigma = float(as_sigma(sigma, 1)[0])
+    out = []
+    with torch.inference_mode():
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size]
+            sb = sigma[i:i + batch_size] if per_input else sigma
+            out.append(checked_output(denoiser(xb, sb), xb, denoiser, sb))
+    return torch.cat(out)
+
+
+
+def _shrink(lam: torch.Tensor, var) -> torch.Tensor:
+    """lambda / (lambda + s^2), with the sigma -> 0 limit (1 on the data span, 0 off it) when s^2
+    underflows: a zero eigenvalue gives 0, never 0/0."""
+    return torch.where(lam > 0, lam / (lam + var).clamp_min(1e-300), torch.zeros_like(lam + var))
 
 
 class GaussianDenoiser:
@@ -70,7 +105,7 @@ class GaussianDenoiser:
     def shrinkage(self, sigma: float) -> torch.Tensor:
         """The factors lambda_k / (lambda_k + s^2) applied along each principal component."""
         s = as_sigma(sigma, 1)[0]
-        return self.eigvals / (self.eigvals + s ** 2)
+        return _shrink(self.eigvals, s ** 2)
 
     def weight(self, sigma: float) -> torch.Tensor:
         """W_G(s) = Sigma (Sigma + s^2 I)^-1 = U diag(shrinkage) U^T (float64, d x d)."""
@@ -89,7 +124,7 @@ class GaussianDenoiser:
         s = as_sigma(sigma, x.shape[0]).to(x.device)
         U, lam, mu = self._params(x.device)
         coeff = (flat64(x) - mu) @ U                                # (B, d) PC coordinates
-        coeff = coeff * (lam / (lam + s[:, None] ** 2))
+        coeff = coeff * _shrink(lam, s[:, None] ** 2)
         return (coeff @ U.T + mu).reshape(x.shape).to(x.dtype)
 
     def flow(self, x_T: torch.Tensor, sigma_T, sigma) -> torch.Tensor:
@@ -104,7 +139,7 @@ class GaussianDenoiser:
         s = as_sigma(sigma, b, allow_zero=True).to(x_T.device)
         U, lam, mu = self._params(x_T.device)
         coeff = (flat64(x_T) - mu) @ U
-        factor = ((s[:, None] ** 2 + lam) / (s_T[:, None] ** 2 + lam)).sqrt()
+        factor = ((s[:, None] ** 2 + lam) / (s_T[:, None] ** 2 + lam).clamp_min(1e-300)).sqrt()
         return ((coeff * factor) @ U.T + mu).reshape(x_T.shape).to(x_T.dtype)
 
     def to_affine(self, sigma: float) -> "AffineDenoiser":
@@ -133,7 +168,7 @@ class EmpiricalDenoiser:
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
         as_images(x)
         same_dim(x, self.d, "x", "the empirical denoiser")
-        s = as_sigma(sigma, x.shape[0]).to(x.device)
+        s = as_sigma(sigma, x.shape[0]).to(x.device).clamp_min(SIGMA_FLOOR)
         q = flat64(x)
         q_sq = q.pow(2).sum(1, keepdim=True)
         inv_two_var = 1.0 / (2 * s[:, None] ** 2)
@@ -164,6 +199,8 @@ class AffineDenoiser:
     """
 
     def __init__(self, W: torch.Tensor, b: torch.Tensor, shape):
+        if isinstance(shape, int) or not hasattr(shape, "__iter__"):
+            raise TypeError(f"shape must be the image shape (C, H, W) as a tuple, got {shape!r}")
         shape = tuple(int(s) for s in shape)
         d = 1
         for s in shape:

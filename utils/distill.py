@@ -7,7 +7,11 @@ images x from ``x_clean`` (held-out images in the paper's code, paper.md §4.4).
   the covariances accumulated in float64 over the noisy inputs y = x + s eps (one Cholesky solve).
 * :func:`fit_affine_adam` is the paper's recipe (App. C, Algorithm 1): zero-initialised
   ``nn.Linear(d, d)`` on inputs scaled by 1/sqrt(d), mean-squared error, Adam, batch 256, fresh noise
-  every batch. It is only needed for the "error vs epoch" curves (paper Fig. 4 left).
+  every batch. It is only needed for the "error vs epoch" curves (paper Fig. 4 left);
+  :func:`fit_affine_adam_pool` runs the same loop on a fixed pool of (input, teacher output) pairs.
+* :func:`distill_grid` fits one D_L per noise level of a grid (optionally with Adam on the same pairs).
+* :func:`train_affine_dsm` trains an affine *denoiser* on the DSM loss itself (paper eq. 3) by
+  gradient descent or Adam: Theorem 1 says it converges to the Wiener filter W_G.
 """
 from __future__ import annotations
 
@@ -17,8 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from .checks import as_images, as_sigma, positive_int
-from .denoisers import AffineDenoiser
+from .checks import as_images, as_sigma, checked_output, flat64, positive_int
+from .denoisers import AffineDenoiser, PerSigmaDenoiser
 
 # The paper's per-sigma Adam learning rates (FFHQ EDM-VP, paper.md §6.2).
 PAPER_ADAM_LR = {80.0: 5e-5, 42.4152: 5e-5, 21.1087: 5e-5, 9.7232: 5e-5, 4.0661: 5e-5,
@@ -65,7 +69,7 @@ def fit_affine(denoiser, x_clean: torch.Tensor, sigma: float, n_noise: int = 16,
     count = 0
     with torch.inference_mode():
         for y in _noisy_batches(x_clean, sigma, n_noise, seed, batch_size):
-            t = denoiser(y, sigma).reshape(len(y), -1).to(torch.float64) - shift
+            t = checked_output(denoiser(y, sigma), y, denoiser, sigma).reshape(len(y), -1).to(torch.float64) - shift
             yf = y.reshape(len(y), -1).to(torch.float64) - shift
             s_y += yf.sum(0)
             s_t += t.sum(0)
@@ -158,7 +162,7 @@ def fit_affine_adam(denoiser, x_clean: torch.Tensor, sigma: float, epochs: int =
             x = x_clean[i:i + batch_size].to(torch.float32)
             y = x + sigma * torch.randn(x.shape, generator=g).to(x.device)
             with torch.inference_mode():
-                target = denoiser(y, sigma).reshape(len(y), -1).to(torch.float32)
+                target = checked_output(denoiser(y, sigma), y, denoiser, sigma).reshape(len(y), -1).to(torch.float32)
             yield y.reshape(len(y), -1), target.clone()     # clone: autograd refuses inference tensors
 
     return _adam_affine(epoch_batches, d, sigma, epochs, lr, W_ref, keep_weights, x_clean.shape[1:],
@@ -191,3 +195,230 @@ def fit_affine_adam_pool(y: torch.Tensor, t: torch.Tensor, sigma: float, epochs:
 
     return _adam_affine(epoch_batches, d, sigma, epochs, lr, W_ref, keep_weights, shape or (1, 1, d),
                         y.device, f"Adam distillation (pool) sigma={sigma:.3g}", False)
+
+
+# --------------------------------------------------------------------------- a grid of noise levels
+
+class TeacherRecorder:
+    """Wraps a denoiser and keeps every (input, output) pair it is called with (flattened float32),
+    so that a second fit (the paper's Adam recipe) can reuse exactly the pairs of the first."""
+
+    def __init__(self, denoiser):
+        self.denoiser = denoiser
+        self.name = getattr(denoiser, "name", None) or type(denoiser).__name__
+        self.inputs, self.outputs = [], []
+
+    def __call__(self, x, sigma):
+        out = self.denoiser(x, sigma)
+        self.inputs.append(x.reshape(len(x), -1).detach().to(torch.float32).clone())
+        self.outputs.append(out.reshape(len(out), -1).detach().to(torch.float32).clone())
+        return out
+
+    def pool(self):
+        """(inputs, outputs), each (n, d) float32, and forget them."""
+        y, t = torch.cat(self.inputs), torch.cat(self.outputs)
+        self.inputs, self.outputs = [], []
+        return y, t
+
+
+@dataclass
+class Distillation:
+    """The closed-form affine fits D_L at each sigma of a grid (and, optionally, Adam's record)."""
+
+    sigmas: list
+    fits: list                                    # AffineDenoiser per sigma
+    n_inputs: int                                 # noisy inputs per fit
+    adam: list = field(default_factory=list)      # AdamDistillation per sigma (when asked for)
+
+    @property
+    def denoiser(self) -> PerSigmaDenoiser:
+        """The maps as one denoiser that can drive ``utils.edm.sample`` on the same grid."""
+        return PerSigmaDenoiser(self.sigmas, self.fits)
+
+    @property
+    def weights(self) -> list:
+        return [f.W for f in self.fits]
+
+
+def distill_grid(denoiser, x_clean: torch.Tensor, sigmas, n_noise: int, seed: int = 0,
+                 adam_epochs: int | None = None, W_ref=None, adam_batch_size: int = 256) -> Distillation:
+    """:func:`fit_affine` of ``denoiser`` at each sigma of ``sigmas`` on ``x_clean`` with ``n_noise``
+    noise draws per image (the noise seed differs per sigma).
+
+    With ``adam_epochs`` the paper's Adam recipe also runs at each sigma on the very pairs the closed
+    form was fitted on (:func:`fit_affine_adam_pool`); ``W_ref(sigma)`` (e.g. ``D_G.weight``) gives
+    the matrix its weight error is measured against. The pool is dropped after each sigma.
+    """
+    sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
+    if adam_epochs is not None and W_ref is None:
+        raise ValueError("adam_epochs needs W_ref, a function sigma -> reference weight matrix")
+    rec = TeacherRecorder(denoiser)
+    fits, adam = [], []
+    for i, s in enumerate(sig):
+        fits.append(fit_affine(rec, x_clean, s, n_noise=n_noise, seed=seed + 1000 * i))
+        y, t = rec.pool()
+        if adam_epochs is not None:
+            adam.append(fit_affine_adam_pool(y, t, s, adam_epochs, batch_size=adam_batch_size, seed=seed + i,
+                                             W_ref=W_ref(s), shape=x_clean.shape[1:]))
+        del y, t
+    return Distillation(sig, fits, len(x_clean) * n_noise, adam)
+
+
+# --------------------------------------------------------------------------- Theorem 1: DSM training
+
+def optimal_gd_lr(eigvals: torch.Tensor, sigma: float) -> float:
+    """The best constant step for GD on the (centred) DSM loss, 1 / (lambda_max + lambda_min + 2 s^2).
+
+    The Hessian of the loss in W is 2 (Sigma + s^2 I) (acting on the right), so this step equalises
+    the contraction of the fastest and slowest directions.
+    """
+    lam = torch.as_tensor(eigvals, dtype=torch.float64).clamp_min(0)
+    s = float(as_sigma(sigma, 1)[0])
+    return float(1.0 / (lam.max() + lam.min() + 2 * s * s))
+
+
+def augmented_hessian_eigvals(x_train: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Eigenvalues (ascending, float64) of M = E[[x; 1][x; 1]^T] + s^2 diag(I, 0), half the Hessian of
+    the DSM loss in (W, b) for *uncentred* inputs (the paper's proof of Theorem 1): GD on D = W x + b
+    contracts eigen-direction j of M by 1 - 2 lr m_j. Its top eigenvalue grows with ||mu||^2.
+    """
+    as_images(x_train, "x_train")
+    s = float(as_sigma(sigma, 1)[0])
+    X = flat64(x_train)
+    n, d = X.shape
+    zt = torch.cat([X, torch.ones(n, 1, dtype=torch.float64, device=X.device)], 1)
+    M = zt.T @ zt / n
+    M[:d, :d] += s * s * torch.eye(d, dtype=torch.float64, device=X.device)
+    return torch.linalg.eigvalsh(M)
+
+
+def record_steps(steps: int, n: int = 40) -> list[int]:
+    """About ``n`` log-spaced step counts in [0, steps], always including 0 and ``steps``."""
+    positive_int(steps, "steps")
+    pts = torch.logspace(0, math.log10(steps), n, dtype=torch.float64).round().long().tolist()
+    return sorted({0, steps, *pts})
+
+
+@dataclass
+class AffineDSMRun:
+    """One training run of :func:`train_affine_dsm`."""
+
+    sigma: float
+    optimizer: str
+    lr: float
+    batch_size: int | None
+    steps: list = field(default_factory=list)          # step counts at which errors were recorded
+    weight_errors: list = field(default_factory=list)  # ||W_t - W_ref||_F / ||W_ref||_F
+    W: torch.Tensor | None = None                      # final weight (float64, d x d)
+    b: torch.Tensor | None = None                      # final bias of D(x) = W x + b (float64, d)
+
+
+OPTIMIZERS = ("gd", "adam")
+SCHEDULES = ("constant", "cosine")
+
+
+def train_affine_dsm(x_train: torch.Tensor, sigma: float, steps: int, optimizer: str = "gd",
+                     lr: float | None = None, batch_size: int | None = None, W_ref: torch.Tensor | None = None,
+                     center: bool = True, schedule: str = "constant", n_record: int = 40, seed: int = 0,
+                     dtype: torch.dtype = torch.float64) -> AffineDSMRun:
+    """Train D(x) = W x + b on the DSM loss E_x E_eps ||D(x + s eps) - x||^2 (paper eq. 3) from
+    W = 0, b = 0 (Theorem 1: the minimizer is the Wiener filter W_G = Sigma (Sigma + s^2 I)^-1).
+
+    * ``batch_size=None``: the exact loss, averaged over every training image and over the noise in
+      closed form, so its gradient is 2 (W (C + s^2 I) + b m^T - K), 2 (W m + b - mean(x)) with the
+      second moments C, m, K of the (centred) inputs -- deterministic gradient descent.
+    * ``batch_size=B``: minibatches of B training images with fresh noise every step, the way
+      networks are trained (the gradient is an unbiased estimate of the one above).
+
+    ``center=True`` feeds the map x - mean(x_train) (D = W (x - mu) + c, the same function class
+    with b = c - W mu): the bias then decouples and GD contracts principal direction k by
+    1 - 2 lr (lambda_k + s^2) per step. ``lr`` defaults to :func:`optimal_gd_lr` for GD (centred)
+    and 1e-2 for Adam. ``schedule="cosine"`` decays the learning rate to 0 over ``steps``.
+    ``W_ref`` (default: W_G of x_train) is what the recorded weight error is measured against.
+    Runs on x_train's device in ``dtype``.
+    """
+    from .denoisers import GaussianDenoiser
+
+    as_images(x_train, "x_train")
+    positive_int(steps, "steps")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if batch_size is not None:
+        positive_int(batch_size, "batch_size")
+    s = float(as_sigma(sigma, 1)[0])
+    dev = x_train.device
+    X = x_train.reshape(len(x_train), -1).to(dev, dtype)
+    n, d = X.shape
+    mu = X.to(torch.float64).mean(0).to(dtype)
+    Z = X - mu if center else X
+    if W_ref is None:
+        W_ref = GaussianDenoiser.fit(x_train).weight(s)
+    W_ref = W_ref.to(dev, torch.float64)
+    if lr is None:
+        if optimizer == "adam":
+            lr = 1e-2
+        elif not center:       # the bias couples in: the Hessian is the augmented second moment
+            m = augmented_hessian_eigvals(x_train, s)
+            lr = float(1.0 / (m.max() + m.min()))
+        else:
+            zc = (X - mu).to(torch.float64)
+            lr = optimal_gd_lr(torch.linalg.eigvalsh(zc.T @ zc / n), s)
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+
+    eye = torch.eye(d, dtype=dtype, device=dev)
+    if batch_size is None:                      # exact second moments of the (shifted) inputs
+        m_z = Z.mean(0)
+        A = Z.T @ Z / n + s * s * eye            # E[(z + eps)(z + eps)^T]
+        K = X.T @ Z / n                          # E[x z^T]
+        m_x = X.mean(0)
+    W = torch.zeros(d, d, dtype=dtype, device=dev)
+    b = torch.zeros(d, dtype=dtype, device=dev)
+    run = AffineDSMRun(sigma=s, optimizer=optimizer, lr=float(lr), batch_size=batch_size)
+    wanted = set(record_steps(steps, n_record))
+    ref_norm = W_ref.norm()
+
+    def record(t):
+        run.steps.append(t)
+        run.weight_errors.append(float((W.to(torch.float64) - W_ref).norm() / ref_norm))
+
+    if optimizer == "adam":
+        adam_m = [torch.zeros_like(W), torch.zeros_like(b)]
+        adam_v = [torch.zeros_like(W), torch.zeros_like(b)]
+        beta1, beta2, eps_adam = 0.9, 0.999, 1e-8
+    g = torch.Generator(device=dev).manual_seed(seed)
+    record(0)
+    for t in range(1, steps + 1):
+        if batch_size is None:
+            gW = 2 * (W @ A + torch.outer(b, m_z) - K)
+            gb = 2 * (W @ m_z + b - m_x)
+        else:
+            idx = torch.randint(0, n, (batch_size,), generator=g, device=dev)
+            y = Z[idx] + s * torch.randn(batch_size, d, generator=g, device=dev, dtype=dtype)
+            r = y @ W.T + b - X[idx]
+            gW = 2 * r.T @ y / batch_size
+            gb = 2 * r.mean(0)
+        step_lr = lr if schedule == "constant" else lr * 0.5 * (1 + math.cos(math.pi * (t - 1) / steps))
+        if optimizer == "gd":
+            W = W - step_lr * gW
+            b = b - step_lr * gb
+        else:
+            new = []
+            for i, (p, grad) in enumerate(((W, gW), (b, gb))):
+                adam_m[i] = beta1 * adam_m[i] + (1 - beta1) * grad
+                adam_v[i] = beta2 * adam_v[i] + (1 - beta2) * grad * grad
+                m_hat = adam_m[i] / (1 - beta1 ** t)
+                v_hat = adam_v[i] / (1 - beta2 ** t)
+                new.append(p - step_lr * m_hat / (v_hat.sqrt() + eps_adam))
+            W, b = new
+        if t in wanted:
+            record(t)
+    if not (torch.isfinite(W).all() and torch.isfinite(b).all()):
+        raise ValueError(f"train_affine_dsm diverged at sigma={s:g} (lr={lr:g}): lower lr")
+    W64, b64 = W.to(torch.float64), b.to(torch.float64)
+    if center:
+        b64 = b64 - W64 @ mu.to(torch.float64)      # back to D(x) = W x + b
+    run.W, run.b = W64.cpu(), b64.cpu()
+    return run

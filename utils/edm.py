@@ -1,9 +1,14 @@
 """The EDM setup (Karras et al. 2022) as the paper uses it (paper.md §2).
 
 * ``sigma_steps``: the rho-schedule of noise levels (paper.md §2.1).
-* ``EDMPrecond``: D(x; s) = c_skip(s) x + c_out(s) F(c_in(s) x; c_noise(s))  (paper eq. 13).
-* ``edm_loss``: ln s ~ N(-1.2, 1.2^2), weight (s^2 + s_d^2) / (s s_d)^2  (paper.md §2.3).
-* ``sample``: the deterministic probability-flow ODE with Euler (paper eq. 4) or Heun steps.
+* ``coefficients`` / ``Precond``: D(x; s) = c_skip(s) x + c_out(s) F(c_in(s) x; c_noise(s)) (paper
+  eq. 13) for three parameterizations: ``"edm"`` (EDMPrecond, every model of the book), ``"ve"``
+  (the paper's Baseline-VE, App. A) and ``"dae"`` (no preconditioning: the network predicts x,
+  App. G.2). ``EDMPrecond(net)`` is ``Precond(net, "edm")``.
+* ``edm_loss`` (ln s ~ N(-1.2, 1.2^2), optionally mixed with a log-uniform share), ``ve_loss`` and
+  ``dae_loss``: the matching training losses (paper.md §2.3).
+* ``initial_noise``: the starting states x_T = sigma_max * eps of a sampling run (one convention).
+* ``sample`` / ``sample_many``: the deterministic probability-flow ODE with Euler (paper eq. 4) or Heun.
 
 Sigma is always the noise *standard deviation*, x_s = x_0 + s * eps.
 """
@@ -14,12 +19,16 @@ import math
 import torch
 from torch import nn
 
-from .checks import as_images, as_sigma, positive_int
+from .checks import as_images, as_sigma, checked_output, positive_int
 
-P_MEAN, P_STD = -1.2, 1.2
+P_MEAN, P_STD = -1.2, 1.2            # EDM's log-normal training distribution of sigma
+SIGMA_MIN, SIGMA_MAX = 0.002, 80.0   # the sampler's range (paper.md §2.1)
+VE_SIGMA_MIN, VE_SIGMA_MAX = 0.02, 100.0   # VELoss's log-uniform range (paper.md §2.3)
+SIGMA_DATA = 0.5
+PRECONDS = ("edm", "ve", "dae")
 
 
-def sigma_steps(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
+def sigma_steps(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = 7.0) -> torch.Tensor:
     """EDM noise levels s_i = (s_max^(1/rho) + i/(n-1) (s_min^(1/rho) - s_max^(1/rho)))^rho.
 
     Returns float64 (n,), descending from ``sigma_max`` to ``sigma_min``, without a trailing 0.
@@ -36,31 +45,55 @@ def sigma_steps(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: 
     return (a + i / (n - 1) * (b - a)) ** rho
 
 
-class EDMPrecond(nn.Module):
-    """EDM preconditioning around a raw network ``net(x_in, c_noise) -> F``.
+def coefficients(sigma: torch.Tensor, kind: str = "edm", sigma_data: float = SIGMA_DATA):
+    """(c_skip, c_out, c_in, c_noise) of preconditioning ``kind`` for a tensor of sigmas.
 
-    c_skip = s_d^2/(s^2+s_d^2), c_out = s s_d/sqrt(s^2+s_d^2), c_in = 1/sqrt(s^2+s_d^2),
-    c_noise = ln(s)/4. The result is a denoiser ``D(x, sigma) -> x_hat`` of x's shape and dtype.
+    * ``"edm"``: s_d^2/(s^2+s_d^2), s s_d/sqrt(s^2+s_d^2), 1/sqrt(s^2+s_d^2), ln(s)/4;
+    * ``"ve"``: 1, s, 1, ln(s/2) (EDM's VEPrecond, the paper's Baseline-VE);
+    * ``"dae"``: 0, 1, 1, s (the network predicts x from the raw input and the raw sigma label).
+    """
+    if kind not in PRECONDS:
+        raise ValueError(f"preconditioning must be one of {PRECONDS}, got {kind!r}")
+    s = torch.as_tensor(sigma)
+    if kind == "edm":
+        sd = sigma_data
+        return (sd ** 2 / (s ** 2 + sd ** 2), s * sd / (s ** 2 + sd ** 2).sqrt(),
+                1 / (sd ** 2 + s ** 2).sqrt(), s.log() / 4)
+    if kind == "ve":
+        return torch.ones_like(s), s, torch.ones_like(s), (0.5 * s).log()
+    return torch.zeros_like(s), torch.ones_like(s), torch.ones_like(s), s
+
+
+class Precond(nn.Module):
+    """A denoiser ``D(x, sigma) -> x_hat`` around a raw network ``net(x_in, c_noise) -> F``:
+    D = c_skip x + c_out F(c_in x; c_noise) with the coefficients of :func:`coefficients`.
+
+    The combination is formed in float64; the result has x's shape and dtype. A wrong input shape
+    fails here with the shape the network expects, not deep inside a convolution.
     """
 
-    def __init__(self, net: nn.Module, sigma_data: float = 0.5):
+    def __init__(self, net: nn.Module, kind: str = "edm", sigma_data: float = SIGMA_DATA):
         super().__init__()
+        if kind not in PRECONDS:
+            raise ValueError(f"preconditioning must be one of {PRECONDS}, got {kind!r}")
         if not sigma_data > 0:
             raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
         self.net = net
+        self.kind = kind
         self.sigma_data = float(sigma_data)
 
     def coefficients(self, sigma: torch.Tensor):
-        """(c_skip, c_out, c_in, c_noise) for a tensor of sigmas."""
-        sd = self.sigma_data
-        c_skip = sd ** 2 / (sigma ** 2 + sd ** 2)
-        c_out = sigma * sd / (sigma ** 2 + sd ** 2).sqrt()
-        c_in = 1 / (sd ** 2 + sigma ** 2).sqrt()
-        c_noise = sigma.log() / 4
-        return c_skip, c_out, c_in, c_noise
+        return coefficients(sigma, self.kind, self.sigma_data)
+
+    def _check_shape(self, x: torch.Tensor) -> None:
+        res, ch = getattr(self.net, "img_resolution", None), getattr(self.net, "img_channels", None)
+        if res is not None and tuple(x.shape[1:]) != (ch, res, res):
+            raise ValueError(f"x has image shape {tuple(x.shape[1:])} but this network was built for "
+                             f"({ch}, {res}, {res})")
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
         as_images(x)
+        self._check_shape(x)
         param = next(self.net.parameters())
         s = as_sigma(sigma, x.shape[0], dtype=torch.float64, device=x.device)
         c_skip, c_out, c_in, c_noise = (c.view(-1, 1, 1, 1) for c in self.coefficients(s))
@@ -69,22 +102,92 @@ class EDMPrecond(nn.Module):
         return (c_skip * x64 + c_out * f.to(torch.float64)).to(x.dtype)
 
 
-def edm_loss(denoiser, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The EDM training loss, averaged over the batch: lambda(s) ||D(x + s eps; s) - x||^2.
+class EDMPrecond(Precond):
+    """EDM preconditioning (``Precond(net, "edm")``), the parameterization of every trained model."""
 
-    ln s ~ N(P_mean=-1.2, P_std=1.2) and lambda(s) = (s^2 + s_d^2)/(s s_d)^2 (paper.md §2.3).
-    ``generator`` makes the noise draw reproducible.
-    """
-    as_images(x)
-    sd = getattr(denoiser, "sigma_data", 0.5)
-    gen_device = generator.device if generator is not None else x.device
-    rnd = torch.randn(x.shape[0], generator=generator, device=gen_device).to(x.device, x.dtype)
-    sigma = (rnd * P_STD + P_MEAN).exp()
+    def __init__(self, net: nn.Module, sigma_data: float = SIGMA_DATA):
+        super().__init__(net, "edm", sigma_data)
+
+
+# --------------------------------------------------------------------------- training losses
+
+def _noisy(denoiser, x, sigma, generator, gen_device):
     noise = torch.randn(x.shape, generator=generator, device=gen_device).to(x.device, x.dtype)
+    return denoiser(x + sigma.view(-1, 1, 1, 1) * noise, sigma)
+
+
+def edm_training_sigmas(batch: int, generator: torch.Generator | None = None, uniform_share: float = 0.0,
+                        device="cpu") -> torch.Tensor:
+    """Noise levels for one training batch: ln s ~ N(P_mean, P_std^2) (EDM), except that a share
+    ``uniform_share`` of the draws is log-uniform on [SIGMA_MIN, SIGMA_MAX] instead.
+
+    The mixture changes how often each sigma is trained, not what the optimum at that sigma is
+    (the DSM optimum at every sigma is the posterior mean whatever p(sigma) is): it gives the
+    high noise levels, which EDM's log-normal almost never draws, enough training."""
+    if not 0.0 <= uniform_share < 1.0:
+        raise ValueError(f"uniform_share must lie in [0, 1), got {uniform_share}")
+    gen_device = generator.device if generator is not None else device
+    rnd = torch.randn(batch, generator=generator, device=gen_device)
+    log_s = rnd * P_STD + P_MEAN
+    if uniform_share > 0:
+        u = torch.rand(batch, generator=generator, device=gen_device)
+        pick = torch.rand(batch, generator=generator, device=gen_device) < uniform_share
+        log_uniform = math.log(SIGMA_MIN) + u * (math.log(SIGMA_MAX) - math.log(SIGMA_MIN))
+        log_s = torch.where(pick, log_uniform, log_s)
+    return log_s.exp().to(device)
+
+
+def edm_loss(denoiser, x: torch.Tensor, generator: torch.Generator | None = None,
+             uniform_share: float = 0.0) -> torch.Tensor:
+    """The EDM training loss, averaged over the batch: lambda(s) ||D(x + s eps; s) - x||^2 with
+    lambda(s) = (s^2 + s_d^2)/(s s_d)^2 and s from :func:`edm_training_sigmas` (paper.md §2.3).
+    ``generator`` makes the draws reproducible."""
+    as_images(x)
+    sd = getattr(denoiser, "sigma_data", SIGMA_DATA)
+    gen_device = generator.device if generator is not None else x.device
+    sigma = edm_training_sigmas(x.shape[0], generator, uniform_share, device=x.device).to(x.dtype)
     weight = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
-    d = denoiser(x + sigma.view(-1, 1, 1, 1) * noise, sigma)
-    per_image = ((d - x) ** 2).flatten(1).sum(1)
-    return (weight * per_image).mean()
+    d = _noisy(denoiser, x, sigma, generator, gen_device)
+    return (weight * ((d - x) ** 2).flatten(1).sum(1)).mean()
+
+
+def ve_loss(denoiser, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """EDM's VELoss (the paper's Baseline-VE): s = s_min (s_max/s_min)^u, u ~ U(0, 1), on
+    [0.02, 100], weight 1/s^2."""
+    as_images(x)
+    gen_device = generator.device if generator is not None else x.device
+    u = torch.rand(x.shape[0], generator=generator, device=gen_device).to(x.device, x.dtype)
+    sigma = VE_SIGMA_MIN * (VE_SIGMA_MAX / VE_SIGMA_MIN) ** u
+    d = _noisy(denoiser, x, sigma, generator, gen_device)
+    return (((d - x) ** 2).flatten(1).sum(1) / sigma ** 2).mean()
+
+
+def dae_loss(denoiser, x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The plain DSM loss (paper eq. 3) at one fixed noise level: ||D(x + s eps; s) - x||^2 per image,
+    averaged over the batch (a denoising auto-encoder, paper App. G.2)."""
+    as_images(x)
+    gen_device = generator.device if generator is not None else x.device
+    s = as_sigma(sigma, x.shape[0], dtype=x.dtype, device=x.device)
+    d = _noisy(denoiser, x, s, generator, gen_device)
+    return ((d - x) ** 2).flatten(1).sum(1).mean()
+
+
+# --------------------------------------------------------------------------- sampling
+
+def initial_noise(n: int, shape, seed: int = 0, sigma_max: float = SIGMA_MAX, device="cpu",
+                  dtype=torch.float32) -> torch.Tensor:
+    """``n`` starting states x_T = sigma_max * eps of image ``shape`` (C, H, W).
+
+    The book's one convention: eps is drawn in float64 on the CPU from a generator seeded by
+    ``seed`` alone (``utils.data.seeded_normal``, stream "initial_noise"), then cast to ``dtype``
+    (float32 by default, the dtype of the networks) and moved to ``device``; so every model of a
+    sweep, on any device, starts from the same noises."""
+    from .data import seeded_normal
+    positive_int(n, "n")
+    if not (math.isfinite(float(sigma_max)) and float(sigma_max) > 0):
+        raise ValueError(f"sigma_max must be a finite number > 0, got {sigma_max!r}")
+    eps = seeded_normal((n, *tuple(shape)), seed, "initial_noise")
+    return (float(sigma_max) * eps).to(device=device, dtype=dtype)
 
 
 SOLVERS = ("euler", "heun")
@@ -93,7 +196,7 @@ SOLVERS = ("euler", "heun")
 def sample(denoiser, x_T: torch.Tensor, sigmas, solver: str = "euler", return_trajectory: bool = False):
     """Integrate the probability-flow ODE dx/ds = (x - D(x; s))/s from ``x_T`` down to s = 0.
 
-    ``x_T`` is already at noise level ``sigmas[0]`` (e.g. ``sigmas[0] * randn``). ``sigmas`` is
+    ``x_T`` is already at noise level ``sigmas[0]`` (e.g. :func:`initial_noise`). ``sigmas`` is
     descending and positive; a final 0 is appended. The state is kept in float64.
 
     * ``"euler"``: paper eq. (4), x_{i+1} = x_i + (s_{i+1} - s_i)(x_i - D(x_i; s_i))/s_i; the last step
@@ -102,7 +205,8 @@ def sample(denoiser, x_T: torch.Tensor, sigmas, solver: str = "euler", return_tr
       step to 0). NFE = 2 len(sigmas) - 1.
 
     Returns the final sample in x_T's dtype, and with ``return_trajectory`` also the list of
-    denoiser outputs D(x_i; s_i), one per step (what the paper's trajectory figures show).
+    denoiser outputs D(x_i; s_i), one per step (what the paper's trajectory figures show). A
+    denoiser output that is not finite raises a ``ValueError`` naming the denoiser and sigma.
     """
     as_images(x_T, "x_T")
     if solver not in SOLVERS:
@@ -116,7 +220,8 @@ def sample(denoiser, x_T: torch.Tensor, sigmas, solver: str = "euler", return_tr
     dtype = x_T.dtype
 
     def D(x, sigma):
-        return denoiser(x.to(dtype), sigma).to(torch.float64)
+        xin = x.to(dtype)
+        return checked_output(denoiser(xin, sigma), xin, denoiser, sigma).to(torch.float64)
 
     x = x_T.to(torch.float64)
     trajectory = []
@@ -133,3 +238,16 @@ def sample(denoiser, x_T: torch.Tensor, sigmas, solver: str = "euler", return_tr
             x = x_next
     out = x.to(dtype)
     return (out, trajectory) if return_trajectory else out
+
+
+def sample_many(denoisers: dict, x_T: torch.Tensor, sigmas, solver: str = "euler",
+                return_trajectory: bool = False) -> dict:
+    """``{label: D}`` -> ``{label: samples}`` (on the CPU), every denoiser started from the same
+    ``x_T``; with ``return_trajectory`` each value is ``(samples, trajectory)`` as in :func:`sample`."""
+    if not isinstance(denoisers, dict) or not denoisers:
+        raise ValueError("denoisers must be a non-empty {label: denoiser} dict")
+    out = {}
+    for label, D in denoisers.items():
+        res = sample(D, x_T, sigmas, solver=solver, return_trajectory=return_trajectory)
+        out[label] = (res[0].cpu(), [t.cpu() for t in res[1]]) if return_trajectory else res.cpu()
+    return out

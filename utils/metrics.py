@@ -1,56 +1,147 @@
-"""Every number the book reports about denoisers, samples and weights (paper.md §5).
+"""Every number the book reports about denoisers, samples and weights (paper.md §5), each defined once.
 
-Denoiser metrics take inputs ``x`` that are already noisy (the denoiser's inputs) and evaluate
-under ``torch.inference_mode()`` in batches.
+Denoisers are evaluated through :func:`utils.denoisers.apply` (batched, under inference mode,
+outputs checked) on the book's one convention for noisy inputs, :class:`utils.data.NoisyInputs`
+(x_clean + sigma * eps, one eps per image shared by every sigma and every model).
+
+=============================  ==================================================================
+denoisers                      :func:`rmse`, :func:`nmse` (one sigma); :func:`rmse_curves` (paper
+                               eq. 10 against sigma); :func:`linearity_score`,
+                               :func:`linearity_curves` (eq. 11 and eq. 12)
+samples                        :func:`sample_stats` (GL score eq. 14, nearest-neighbour ratio, one
+                               search), :func:`generalization_score`, :func:`nn_ratio`,
+                               :func:`memorized_fraction`, :func:`image_rmse`,
+                               :func:`sample_similarity`, :func:`nearest_distances`
+weights                        :func:`weight_nmse`, :func:`singular_vector_alignment`,
+                               :func:`singular_alignment`
+statistics                     :func:`paired_difference`, :func:`loglog_fit`, :func:`rank_correlation`
+=============================  ==================================================================
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
-from .checks import as_images, as_sigma, positive_int, flat64
+from .checks import as_images, positive_int, flat64
+from .data import NoisyInputs
+from .denoisers import apply
+
+MEMORIZED_RATIO = 1 / 3          # NN ratio below which a sample counts as a copy (Gu et al., Yoon et al.)
 
 
-def _apply(denoiser, x: torch.Tensor, sigma, batch_size: int = 256) -> torch.Tensor:
-    """D(x, sigma) in batches under inference mode (sigma: float or (B,) tensor)."""
-    s = as_sigma(sigma, x.shape[0])
-    out = []
-    with torch.inference_mode():
-        for i in range(0, x.shape[0], batch_size):
-            out.append(denoiser(x[i:i + batch_size], s[i:i + batch_size].to(x.dtype)))
-    return torch.cat(out)
-
-
-
-def linearity_score(denoiser, x1: torch.Tensor, x2: torch.Tensor, sigma, alpha: float = 2 ** -0.5,
-                    beta: float = 2 ** -0.5) -> float:
-    """Paper eq. (11): mean over pairs of |cos(D(a x1 + b x2), a D(x1) + b D(x2))|.
-
-    A linear map scores exactly 1; an affine map with a bias scores below 1 when a + b != 1.
-    """
-    as_images(x1, "x1")
-    as_images(x2, "x2")
-    if x1.shape != x2.shape:
-        raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
-    mixed = flat64(_apply(denoiser, alpha * x1 + beta * x2, sigma))
-    combo = alpha * flat64(_apply(denoiser, x1, sigma)) + beta * flat64(_apply(denoiser, x2, sigma))
-    cos = torch.nn.functional.cosine_similarity(mixed, combo, dim=1, eps=1e-30)
-    return float(cos.abs().mean())
-
+# --------------------------------------------------------------------------- denoisers
 
 def rmse(d1, d2, x: torch.Tensor, sigma) -> float:
-    """Paper eq. (10): mean over inputs of sqrt(||D1(x) - D2(x)||^2 / d)."""
-    as_images(x)
-    diff = flat64(_apply(d1, x, sigma)) - flat64(_apply(d2, x, sigma))
+    """Paper eq. (10) at one noise level: mean over the (already noisy) inputs ``x`` of
+    sqrt(||D1(x) - D2(x)||^2 / d)."""
+    diff = flat64(apply(d1, x, sigma)) - flat64(apply(d2, x, sigma))
     return float(diff.pow(2).mean(1).sqrt().mean())
 
 
 def nmse(d1, d2, x: torch.Tensor, sigma) -> float:
-    """Paper App. G.5: mean over inputs of ||D1(x) - D2(x)|| / ||D1(x)|| (a ratio of norms)."""
-    as_images(x)
-    a = flat64(_apply(d1, x, sigma))
-    b = flat64(_apply(d2, x, sigma))
+    """Paper App. G.5 at one noise level: mean over inputs of ||D1(x) - D2(x)|| / ||D1(x)|| (a ratio
+    of norms, not squared)."""
+    a = flat64(apply(d1, x, sigma))
+    b = flat64(apply(d2, x, sigma))
     return float(((a - b).norm(dim=1) / a.norm(dim=1).clamp_min(1e-30)).mean())
 
+
+METRICS = ("rmse", "nmse")
+
+
+def rmse_curves(pairs: dict, x_clean: torch.Tensor, sigmas, seed: int = 0, per_input: bool = False,
+                metric: str = "rmse", batch_size: int = 512) -> dict:
+    """``{label: (D1, D2)}`` -> ``{label: values}``: the distance between two denoisers at every sigma
+    (paper eq. 10, or the NMSE of App. G.5 with ``metric="nmse"``).
+
+    Inputs are ``NoisyInputs(x_clean, seed).at(sigma)``: the same noisy images for every pair, every
+    model and every call with this seed, so two curves can be compared input by input. Each distinct
+    denoiser is evaluated once per sigma. Values are numpy arrays (n_sigmas,), or with
+    ``per_input`` (n_inputs, n_sigmas) (for :func:`paired_difference` and band means per input).
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if not isinstance(pairs, dict) or not pairs:
+        raise ValueError("pairs must be a non-empty {label: (D1, D2)} dict")
+    noisy = NoisyInputs(x_clean, seed)
+    sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
+    out = {label: np.zeros((len(noisy), len(sig))) for label in pairs}
+    for j, s in enumerate(sig):
+        x = noisy.at(s)
+        cache = {}
+
+        def outputs(D):
+            if id(D) not in cache:
+                cache[id(D)] = flat64(apply(D, x, s, batch_size)).cpu()
+            return cache[id(D)]
+
+        for label, (d1, d2) in pairs.items():
+            a, b = outputs(d1), outputs(d2)
+            if metric == "rmse":
+                v = (a - b).pow(2).mean(1).sqrt()
+            else:
+                v = (a - b).norm(dim=1) / a.norm(dim=1).clamp_min(1e-30)
+            out[label][:, j] = v.numpy()
+    return out if per_input else {label: v.mean(0) for label, v in out.items()}
+
+
+def linearity_score(denoiser, x1: torch.Tensor, x2: torch.Tensor, sigma, alpha: float = 2 ** -0.5,
+                    beta: float = 2 ** -0.5) -> float:
+    """Paper eq. (11) at one noise level: mean over pairs of |cos(D(a x1 + b x2), a D(x1) + b D(x2))|
+    for already-noisy inputs ``x1``, ``x2``. A linear map scores 1; an affine one with a bias scores
+    below 1 when a + b != 1."""
+    as_images(x1, "x1")
+    as_images(x2, "x2")
+    if x1.shape != x2.shape:
+        raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+    return _linearity(denoiser, x1, x2, sigma, [(alpha, beta)], 512)[0][0]
+
+
+def _linearity(denoiser, x1, x2, sigma, weights, batch_size):
+    d1 = flat64(apply(denoiser, x1, sigma, batch_size))
+    d2 = flat64(apply(denoiser, x2, sigma, batch_size))
+    cos, err = [], []
+    for a, b in weights:
+        mixed = flat64(apply(denoiser, a * x1 + b * x2, sigma, batch_size))
+        combo = a * d1 + b * d2
+        cos.append(float(torch.nn.functional.cosine_similarity(mixed, combo, dim=1, eps=1e-30).abs().mean()))
+        err.append(float(((mixed - combo).norm(dim=1) / mixed.norm(dim=1).clamp_min(1e-30)).mean()))
+    return cos, err
+
+
+def linearity_curves(denoiser, x_clean: torch.Tensor, sigmas, alphas=(2 ** -0.5,), seed: int = 0,
+                     batch_size: int = 512) -> dict:
+    """The linearity score over a grid of noise levels, for several mixing weights alpha
+    (beta = sqrt(1 - alpha^2), so the mixed input has noise level sigma too).
+
+    ``x_clean`` holds 2n clean images: pair i is (x_clean[i], x_clean[n + i]); the noisy inputs are
+    ``NoisyInputs(x_clean, seed)``, fixed across sigma as in the paper's code (pass zeros for the
+    code's pure-noise "choice 1"). Returns numpy arrays (len(alphas), len(sigmas)):
+    ``"cosine"`` (eq. 11, mean |cos|) and ``"nmse"`` (eq. 12, mean ||D(mix) - combo|| / ||D(mix)||).
+    D(x1) and D(x2) are computed once per sigma and shared by every alpha.
+    """
+    as_images(x_clean, "x_clean")
+    if len(x_clean) < 2 or len(x_clean) % 2:
+        raise ValueError(f"x_clean must hold an even number (2n >= 2) of images, got {len(x_clean)}")
+    alphas = [float(a) for a in alphas]
+    if not alphas or any(not 0 < a <= 1 for a in alphas):
+        raise ValueError(f"alphas must lie in (0, 1], got {alphas}")
+    weights = [(a, math.sqrt(max(0.0, 1.0 - a * a))) for a in alphas]
+    noisy = NoisyInputs(x_clean, seed)
+    n = len(x_clean) // 2
+    sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
+    cos = np.zeros((len(alphas), len(sig)))
+    err = np.zeros_like(cos)
+    for j, s in enumerate(sig):
+        x = noisy.at(s)
+        cos[:, j], err[:, j] = _linearity(denoiser, x[:n], x[n:], s, weights, batch_size)
+    return {"cosine": cos, "nmse": err}
+
+
+# --------------------------------------------------------------------------- samples
 
 def nearest_distances(queries: torch.Tensor, train: torch.Tensor, k: int = 2, chunk_size: int = 4096):
     """Euclidean distances (float64) from each query to its ``k`` nearest training images and their
@@ -80,29 +171,95 @@ def nearest_distances(queries: torch.Tensor, train: torch.Tensor, k: int = 2, ch
     return exact.gather(1, order), best_i.gather(1, order)
 
 
+@dataclass
+class SampleStats:
+    """Nearest-neighbour statistics of a batch of samples against a training set (one search).
+
+    ``gl``: the GL score, mean ||x - NN1(x)|| / ||x|| (paper eq. 14); ``memorized``: fraction of
+    samples with ratio ||x - NN1|| / ||x - NN2|| < ``threshold``; per sample: ``ratio``,
+    ``nn_index`` (index of NN1 in the training set), ``nn_dist`` (||x - NN1||), ``rel_dist``
+    (||x - NN1|| / ||x||, whose mean is ``gl``) and ``nn_rmse`` (||x - NN1|| / sqrt(d), pixel RMSE).
+    """
+
+    gl: float
+    memorized: float
+    ratio: torch.Tensor
+    nn_index: torch.Tensor
+    nn_dist: torch.Tensor
+    rel_dist: torch.Tensor
+    nn_rmse: torch.Tensor
+    threshold: float = MEMORIZED_RATIO
+
+    def is_memorized(self) -> torch.Tensor:
+        """Boolean mask of the samples that count as copies."""
+        return self.ratio < self.threshold
+
+
+def sample_stats(samples: torch.Tensor, train: torch.Tensor, threshold: float = MEMORIZED_RATIO) -> SampleStats:
+    """GL score and nearest-neighbour-ratio memorization of ``samples`` against ``train`` from one
+    exact k = 2 neighbour search on the CPU (with a single training image the ratio is NaN)."""
+    as_images(samples, "samples")
+    as_images(train, "train")
+    if not (isinstance(threshold, (int, float)) and threshold > 0):
+        raise ValueError(f"threshold must be a number > 0, got {threshold!r}")
+    q, tr = samples.detach().cpu(), train.detach().cpu()
+    dist, idx = nearest_distances(q, tr, k=min(2, len(tr)))
+    norms = flat64(q).norm(dim=1).clamp_min(1e-30)
+    ratio = dist[:, 0] / dist[:, 1].clamp_min(1e-30) if dist.shape[1] > 1 \
+        else torch.full((len(q),), float("nan"), dtype=torch.float64)
+    rel = dist[:, 0] / norms
+    return SampleStats(gl=float(rel.mean()), memorized=float((ratio < threshold).double().mean()),
+                       ratio=ratio, nn_index=idx[:, 0], nn_dist=dist[:, 0], rel_dist=rel,
+                       nn_rmse=dist[:, 0] / math.sqrt(q[0].numel()), threshold=float(threshold))
+
+
 def generalization_score(samples: torch.Tensor, train: torch.Tensor) -> float:
-    """Paper eq. (14): GL = mean over samples of ||x - NN(x)|| / ||x|| (paper: > 0.6 generalizes)."""
-    dist, _ = nearest_distances(samples, train, k=1)
-    norms = flat64(samples).norm(dim=1).clamp_min(1e-30).to(dist.device)
-    return float((dist[:, 0] / norms).mean())
+    """Paper eq. (14): GL = mean over samples of ||x - NN(x)|| / ||x|| (paper: > 0.6 generalizes, FFHQ)."""
+    return sample_stats(samples, train).gl
 
 
 def nn_ratio(samples: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     """Per sample ||x - NN1|| / ||x - NN2||; a sample with ratio < 1/3 counts as memorized."""
-    dist, _ = nearest_distances(samples, train, k=2)
-    return dist[:, 0] / dist[:, 1].clamp_min(1e-30)
+    return sample_stats(samples, train).ratio
 
 
-def memorized_fraction(samples: torch.Tensor, train: torch.Tensor, threshold: float = 1 / 3) -> float:
+def memorized_fraction(samples: torch.Tensor, train: torch.Tensor, threshold: float = MEMORIZED_RATIO) -> float:
     """Fraction of samples whose nearest-neighbour ratio is below ``threshold``."""
-    return float((nn_ratio(samples, train) < threshold).double().mean())
+    return sample_stats(samples, train, threshold).memorized
+
+
+def image_rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image pixel RMSE sqrt(||a_i - b_i||^2 / d) between two batches of one shape (float64, CPU)."""
+    as_images(a, "a")
+    as_images(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return (flat64(a.detach().cpu()) - flat64(b.detach().cpu())).pow(2).mean(1).sqrt()
+
+
+def sample_similarity(a: torch.Tensor, b: torch.Tensor) -> dict:
+    """Paired similarity of two sample batches from the same noises: mean cosine and mean pixel RMSE
+    (:func:`image_rmse`)."""
+    rm = image_rmse(a, b)
+    cos = torch.nn.functional.cosine_similarity(flat64(a.detach().cpu()), flat64(b.detach().cpu()), dim=1, eps=1e-30)
+    return {"cosine": float(cos.mean()), "rmse": float(rm.mean())}
+
+
+# --------------------------------------------------------------------------- weights
+
+def _matrix(W, name):
+    if not isinstance(W, torch.Tensor) or W.ndim != 2:
+        raise ValueError(f"{name} must be a matrix (2-d tensor), got {getattr(W, 'shape', type(W).__name__)}")
+    if not bool(torch.isfinite(W).all()):
+        raise ValueError(f"{name} contains non-finite values (nan or inf)")
+    return W.to(torch.float64)
 
 
 def weight_nmse(W: torch.Tensor, W_ref: torch.Tensor) -> float:
-    """||W - W_ref||_F / ||W_ref||_F (paper Fig. 4 left)."""
-    if W.shape != W_ref.shape or W.ndim != 2:
-        raise ValueError(f"W and W_ref must be matrices of one shape, got {tuple(W.shape)} and {tuple(W_ref.shape)}")
-    W, W_ref = W.to(torch.float64), W_ref.to(torch.float64)
+    """||W - W_ref||_F / ||W_ref||_F, a ratio of norms (not squared), the form of the paper's Fig. 4 left."""
+    W, W_ref = _matrix(W, "W"), _matrix(W_ref, "W_ref")
+    if W.shape != W_ref.shape:
+        raise ValueError(f"W and W_ref must have one shape, got {tuple(W.shape)} and {tuple(W_ref.shape)}")
     return float((W - W_ref).norm() / W_ref.norm().clamp_min(1e-300))
 
 
@@ -110,21 +267,86 @@ def singular_vector_alignment(W: torch.Tensor, W_ref: torch.Tensor, k: int) -> t
     """The k x k matrix |U_W[:, :k]^T U_ref[:, :k]| of absolute cosines between the top-k left
     singular vectors of ``W`` and ``W_ref`` (paper Fig. 4 right; absolute value for sign ambiguity)."""
     positive_int(k, "k")
-    if W.shape != W_ref.shape or W.ndim != 2:
-        raise ValueError(f"W and W_ref must be matrices of one shape, got {tuple(W.shape)} and {tuple(W_ref.shape)}")
-    if k > min(W.shape):
-        raise ValueError(f"k = {k} exceeds the matrix size {min(W.shape)}")
-    U = torch.linalg.svd(W.to(torch.float64))[0][:, :k]
-    U_ref = torch.linalg.svd(W_ref.to(torch.float64))[0][:, :k]
+    W, W_ref = _matrix(W, "W"), _matrix(W_ref, "W_ref")
+    if W.shape[0] != W_ref.shape[0]:
+        raise ValueError(f"W and W_ref must have the same number of rows, got {tuple(W.shape)} and {tuple(W_ref.shape)}")
+    if k > min(*W.shape, *W_ref.shape):
+        raise ValueError(f"k = {k} exceeds the matrix size {min(*W.shape, *W_ref.shape)}")
+    U = torch.linalg.svd(W)[0][:, :k]
+    U_ref = torch.linalg.svd(W_ref)[0][:, :k]
     return (U.T @ U_ref).abs()
 
 
-def sample_similarity(a: torch.Tensor, b: torch.Tensor) -> dict:
-    """Paired similarity of two sample batches from the same noises: mean cosine and pixel RMSE."""
-    as_images(a, "a")
-    as_images(b, "b")
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    fa, fb = flat64(a), flat64(b)
-    cos = torch.nn.functional.cosine_similarity(fa, fb, dim=1, eps=1e-30)
-    return {"cosine": float(cos.mean()), "rmse": float((fa - fb).pow(2).mean(1).sqrt().mean())}
+def singular_alignment(W: torch.Tensor, W_ref: torch.Tensor, k: int) -> dict:
+    """How well the top-k left singular vectors of W match those of W_ref.
+
+    ``matrix``: :func:`singular_vector_alignment`; ``diagonal``: mean over i <= k of |u_i . u_ref_i|
+    (1 when the vectors match one by one); ``subspace``: ||U_k^T U_ref,k||_F^2 / k, the mean squared
+    cosine of the principal angles between the two k-dimensional subspaces (1 when they span the same
+    subspace, whatever the order inside it; the meaningful number where singular values are nearly
+    equal and single vectors are not defined).
+    """
+    A = singular_vector_alignment(W, W_ref, k)
+    return dict(matrix=A, diagonal=float(A.diagonal().mean()), subspace=float(A.pow(2).sum() / k))
+
+
+# --------------------------------------------------------------------------- statistics
+
+def paired_difference(a, b) -> tuple[float, float]:
+    """Mean and standard error of a - b over paired items (two models on the same inputs or noises):
+    ``a``, ``b`` are 1-d arrays or tensors of one length >= 2."""
+    a = np.asarray(torch.as_tensor(a, dtype=torch.float64).cpu() if isinstance(a, torch.Tensor) else a, dtype=float)
+    b = np.asarray(torch.as_tensor(b, dtype=torch.float64).cpu() if isinstance(b, torch.Tensor) else b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError(f"a and b must be 1-d of one length >= 2, got shapes {a.shape} and {b.shape}")
+    diff = a - b
+    if not np.isfinite(diff).all():
+        raise ValueError("a and b must be finite")
+    return float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(diff)))
+
+
+def loglog_fit(x, y) -> dict:
+    """Least-squares line log(y) = slope log(x) + intercept over the finite positive pairs, with the
+    slope's standard error (NaN with fewer than three pairs) and the number of pairs ``n``."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-d of one length, got {x.shape} and {y.shape}")
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    n = int(ok.sum())
+    out = dict(slope=math.nan, intercept=math.nan, stderr=math.nan, n=n)
+    if n < 2 or np.ptp(np.log(x[ok])) == 0:
+        return out
+    lx, ly = np.log(x[ok]), np.log(y[ok])
+    slope, intercept = np.polyfit(lx, ly, 1)
+    out.update(slope=float(slope), intercept=float(intercept))
+    if n > 2:
+        resid = ly - (slope * lx + intercept)
+        out["stderr"] = float(np.sqrt(resid @ resid / (n - 2) / ((lx - lx.mean()) @ (lx - lx.mean()))))
+    return out
+
+
+def rank_correlation(x, y) -> float:
+    """Spearman's rank correlation of ``x`` and ``y`` (average ranks for ties): +1 when y rises with
+    x at every step, -1 when it falls at every step. The book's test of a stated trend over a whole
+    ladder ("grows with N", "decreases with width")."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"x and y must be 1-d of one length >= 2, got {x.shape} and {y.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("x and y must be finite")
+
+    def ranks(v):
+        order = np.argsort(v, kind="mergesort")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        for val in np.unique(v):                  # average ranks over ties
+            tie = v == val
+            r[tie] = r[tie].mean()
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = math.sqrt((rx @ rx) * (ry @ ry))
+    return float(rx @ ry / den) if den > 0 else 0.0

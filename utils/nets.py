@@ -126,5 +126,28 @@ class UNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+def _unet(image_shape, model_channels, channel_mult, num_blocks, dropout):
+    c, h, w = image_shape
+    if h != w:
+        raise ValueError(f"the U-Net needs square images, got H={h}, W={w}")
+    return UNet(h, c, model_channels, tuple(channel_mult), num_blocks, dropout)
+
+
+# Architectures a training spec can name (``spec["arch"]``): name -> builder(image_shape,
+# model_channels, channel_mult, num_blocks, dropout) returning a raw network F(x_in, c_noise).
+ARCHS = {"unet": _unet}
+
+
+def build_net(arch: str, image_shape, model_channels: int, channel_mult=(1, 2, 2), num_blocks: int = 1,
+              dropout: float = 0.0) -> nn.Module:
+    """The raw network of architecture ``arch`` (see :data:`ARCHS`) for images of ``image_shape``."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; known: {sorted(ARCHS)}")
+    shape = tuple(int(v) for v in image_shape)
+    if len(shape) != 3:
+        raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")
+    return ARCHS[arch](shape, model_channels, channel_mult, num_blocks, dropout)
+
+
 def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())

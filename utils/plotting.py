@@ -8,8 +8,6 @@ import numpy as np
 import seaborn as sns
 import torch
 
-# The paper's three regimes of noise level (paper §3.1, Fig. 2).
-REGIMES = {"low": (0.002, 0.1), "intermediate": (0.1, 20.0), "high": (20.0, 80.0)}
 SIGMA_LABEL = r"noise level $\sigma$ (std, images in $[-1, 1]$)"
 
 
@@ -65,15 +63,18 @@ def image_grid(rows, row_labels=None, col_labels=None, scale: float = 0.9, title
     return fig
 
 
-def sigma_axis(ax, ylabel: str | None = None, regimes: bool = True):
-    """Log-sigma x axis, labelled, with the paper's low / intermediate / high regimes shaded."""
+def sigma_axis(ax, ylabel: str | None = None, regimes=None):
+    """Log-sigma x axis, labelled; with ``regimes`` (a ``utils.regimes.Regimes``, e.g. ``P.regimes``)
+    the low / intermediate / high bands of the data are shaded and named."""
     ax.set_xscale("log")
     ax.set_xlabel(SIGMA_LABEL)
     if ylabel:
         ax.set_ylabel(ylabel)
+    if regimes is True:
+        raise TypeError("regimes must be a utils.regimes.Regimes (e.g. P.regimes) or None, not True")
     if regimes:
         shades = {"low": 0.06, "intermediate": 0.0, "high": 0.06}
-        for name, (lo, hi) in REGIMES.items():
+        for name, (lo, hi) in regimes.bands.items():
             if shades[name]:
                 ax.axvspan(lo, hi, color="grey", alpha=shades[name], lw=0)
             ax.text(np.sqrt(lo * hi), 1.0, name, transform=ax.get_xaxis_transform(), ha="center",
@@ -82,7 +83,7 @@ def sigma_axis(ax, ylabel: str | None = None, regimes: bool = True):
 
 
 def sigma_curves(ax, sigmas, curves: dict, ylabel: str | None = None, styles: dict | None = None,
-                 regimes: bool = True, **kwargs):
+                 regimes=None, **kwargs):
     """Plot ``{label: values}`` against ``sigmas`` on a log axis (see :func:`sigma_axis`)."""
     s = np.asarray(torch.as_tensor(sigmas, dtype=torch.float64))
     for label, values in curves.items():

@@ -24,7 +24,8 @@ NAMES = ("smoke", "cpu", "gpu")
 
 @dataclass(frozen=True)
 class Profile:
-    """A scale preset. Every field is plain data so it prints and hashes predictably."""
+    """A scale preset. Every field is plain data so it prints predictably; a Profile hashes by its
+    name, device and shared fields (the chapter knobs in ``extra`` take part in equality only)."""
 
     name: str
     device: str
@@ -44,7 +45,16 @@ class Profile:
     n_eval: int                  # held-out inputs per sigma for RMSE / linearity curves
     snapshot_steps: tuple = ()   # steps at which every ladder model keeps its EMA weights (chapter 4)
     sampler_steps: int = 10      # paper: 10-step Euler
-    extra: dict = field(default_factory=dict)
+    # share of log-uniform sigma in [0.002, 80] mixed into EDM's log-normal training p(sigma): a declared
+    # deviation from EDM, so that the high noise levels are trained at all (see utils.edm.edm_training_sigmas)
+    sigma_uniform_share: float = 0.0
+    extra: dict = field(default_factory=dict, hash=False)
+
+    @property
+    def regimes(self):
+        """The low / intermediate / high noise regimes of this profile's dataset (``utils.regimes``)."""
+        from . import regimes
+        return regimes.of_dataset(self.dataset)
 
     def chapter(self, key: str) -> dict:
         """The chapter-specific knobs of this profile (a fresh copy)."""
@@ -63,6 +73,7 @@ class Profile:
                     steps=self.train_steps, batch_size=self.batch_size, lr=self.lr,
                     lr_rampup_steps=self.lr_rampup_steps,
                     ema_halflife_steps=self.ema_halflife_steps,
+                    sigma_uniform_share=self.sigma_uniform_share,
                     snapshot_steps=list(self.snapshot_steps))
         spec.update(overrides)
         return spec
@@ -71,22 +82,27 @@ class Profile:
 _BASE = {
     "smoke": dict(dataset="digits", train_sizes=(8, 64), model_channels=8, scales=(4, 8), scale_n=8,
                   channel_mult=(1, 2), num_blocks=1, train_steps=20, batch_size=16, lr=2e-3,
-                  lr_rampup_steps=5, ema_halflife_steps=5.0, snapshot_steps=(5, 10), n_samples=8, n_eval=8),
+                  lr_rampup_steps=5, ema_halflife_steps=5.0, snapshot_steps=(5, 10), sigma_uniform_share=0.2,
+                n_samples=8, n_eval=8),
     # digits: d = 64, so N = 16 is far below d and N = 1,500 far above it. At 32 channels and 2,000
-    # steps (~1.5 min a model on 2 cores) N = 16 memorizes (96 % of samples are copies) and N >= 256
-    # generalizes (no copies). The scale sweep runs at N = 64 = d, where the 32-channel model copies
-    # about two thirds of its samples.
-    "cpu": dict(dataset="digits", train_sizes=(16, 64, 256, 1500), model_channels=32,
+    # steps N = 16 memorizes (most samples are copies) and N >= 256 generalizes (no copies); 750 is
+    # one half of the training split (chapter 5's S1, so that run is shared). The scale sweep runs
+    # at N = 64 = d, where the 32-channel model copies most of its samples. A fifth of the training
+    # draws of sigma are log-uniform on [0.002, 80] (a declared deviation from EDM's log-normal,
+    # which almost never draws sigma > 20). Snapshots every 25-250 steps serve chapters 4 and 5.
+    "cpu": dict(dataset="digits", train_sizes=(16, 64, 256, 750, 1500), model_channels=32,
                 scales=(4, 8, 16, 32), scale_n=64, channel_mult=(1, 2, 2), num_blocks=1,
                 train_steps=2000, batch_size=64, lr=2e-3, lr_rampup_steps=200, ema_halflife_steps=100.0,
-                snapshot_steps=(25, 50, 100, 200, 300, 500, 750, 1000, 1500), n_samples=100, n_eval=200),
+                snapshot_steps=(25, 50, 75, 100, 125, 150, 175, 200, 250, 300, 400, 500, 600, 750, 1000,
+                                1250, 1500, 1750),
+                sigma_uniform_share=0.2, n_samples=100, n_eval=200),
     # CIFAR-10 as in the paper's App. F.4 (sizes 782 / 12,500 / 50,000; scales 4 ... 128 at N = 782).
     "gpu": dict(dataset="cifar10", train_sizes=(782, 12500, 50000), model_channels=128,
                 scales=(4, 8, 16, 32, 64, 128), scale_n=782, channel_mult=(2, 2, 2), num_blocks=2,
                 train_steps=100_000, batch_size=256, lr=1e-3, lr_rampup_steps=5000,
                 ema_halflife_steps=2000.0,
                 snapshot_steps=(1000, 2000, 4000, 8000, 15000, 25000, 40000, 60000, 80000),
-                n_samples=100, n_eval=500),
+                sigma_uniform_share=0.2, n_samples=100, n_eval=500),
 }
 
 # Chapter-specific knobs, one block per chapter (keys "ch1", "ch2", ...).
@@ -100,10 +116,14 @@ _CHAPTERS = {
         "ch2": dict(n_show=4, n_denoise=2, loss_window=5),
         "ch3": dict(n_pairs=4, lin_steps=10, alpha2=[0.99, 0.5], n_distill=64, n_noise=2, adam_epochs=3,
                     align_k=8, sv_sigma=1.5017, n_sv=8, n_show=6, n_rmse=32),
-        "ch5": dict(large_n=64, small_n=8, small_channels=4, n_noise=16, n_show=6,
-                    gauss_sizes=[4, 8, 16, 32], gauss_seeds=[0], es_sigmas=[0.47], seed_control=True),
+        "ch5": dict(pairs={"large": dict(n=64, seed_control=True),
+                           "small": dict(n=8, overrides=dict(steps=30, snapshot_steps=[5, 10, 20])),
+                           "narrow": dict(n=8, overrides=dict(steps=30, model_channels=4, snapshot_steps=[]),
+                                          seed_control=True)},
+                    n_noise=16, n_show=6, gauss_sizes=[4, 8, 16, 32], gauss_seeds=[0]),
         "ch4": dict(main_n=8, ref_n=64, onset_sizes=[8, 64], n_show=4, pc_sigma=0.47, pc_noise=16,
-                    pc_tol=0.2, pc_min_gap=0.1, pc_run=dict(steps=20, snapshot_steps=[2, 5, 10, 15]),
+                    pc_tol=0.2, pc_min_gap=0.1, rampup_controls=[dict(lr_rampup_steps=10)],
+                    pc_run=dict(steps=20, lr=5e-4, lr_rampup_steps=0, snapshot_steps=[2, 5, 10, 15]),
                     pc_ablation=dict(lr_rampup_steps=1), lin_steps=20, lin_points=5, lin_dtype="float64"),
     },
     "cpu": {
@@ -116,18 +136,28 @@ _CHAPTERS = {
         "ch2": dict(n_show=10, n_denoise=3, loss_window=50),
         "ch3": dict(n_pairs=100, lin_steps=40, alpha2=[0.99, 0.8675, 0.745, 0.6225, 0.5], n_distill=297,
                     n_noise=16, adam_epochs=100, align_k=20, sv_sigma=1.5017, n_sv=16, n_show=10, n_rmse=297),
-        # halves of the 1,500 digits (as the paper halves FFHQ and CIFAR-10) and N = d = 64, where the
-        # 32-channel ladder model copies about 60 % of its samples and the 4-channel one none. At
-        # N = 16 = d/4 even 4 channels copy most samples (61 %), so neither fix can be tested there.
-        # seed_control (S2's network with another seed) costs one more 750-image model: off here.
-        "ch5": dict(large_n=750, small_n=64, small_channels=4, n_noise=200, n_show=10,
-                    gauss_sizes=[8, 16, 32, 64, 128, 256, 512, 750], gauss_seeds=[0, 1, 2],
-                    es_sigmas=[0.47, 1.5017], seed_control=False),
-        "ch4": dict(main_n=64, ref_n=1500, onset_sizes=[16, 32, 64, 256, 1500], n_show=10, pc_sigma=0.47,
-                    pc_noise=16, pc_tol=0.2, pc_min_gap=0.1,
-                    pc_run=dict(steps=500, snapshot_steps=[5, 10, 15, 20, 30, 40, 50, 60, 80, 100, 125, 150,
-                                                           175, 200, 250, 300, 400]),
-                    pc_ablation=dict(lr_rampup_steps=1), lin_steps=1000, lin_points=30, lin_dtype="float64"),
+        # Pairs of disjoint splits: the two halves of the 1,500 digits (as the paper halves FFHQ and
+        # CIFAR-10; S1 is the ladder's N = 750 run), and N = 2d = 128, the smallest split whose Gaussian
+        # models agree (chapter 5's sweep), trained twice as long as the ladder because memorization
+        # sets in later with more images (a 32-channel model copies ~28 % of its samples at 2,000 steps
+        # and ~55 % at 4,000); the narrow pair is the same at 4 channels. seed_control adds S2's network
+        # with another seed (other initial weights and draws) for the pairs whose agreement is claimed.
+        "ch5": dict(pairs={"large": dict(n=750, seed_control=True),
+                           "small": dict(n=128, overrides=dict(steps=4000, snapshot_steps=[
+                               25, 50, 75, 100, 125, 150, 175, 200, 250, 300, 400, 500, 600, 750, 1000, 1250,
+                               1500, 1750, 2000, 2500, 3000, 3500])),
+                           "narrow": dict(n=128, overrides=dict(steps=4000, model_channels=4, snapshot_steps=[]),
+                                          seed_control=True)},
+                    n_noise=200, n_show=10, gauss_sizes=[8, 16, 32, 64, 128, 256, 512, 750], gauss_seeds=[0, 1, 2]),
+        # rampup_controls: the N = 64 run again with another lr ramp-up, to see what the Gaussian-phase
+        # minimum tracks; pc_run: the N = 1,500 run replayed with a constant, smaller learning rate and
+        # dense snapshots for the order in which principal components are learned.
+        "ch4": dict(main_n=64, ref_n=1500, onset_sizes=[16, 64, 256, 750, 1500], n_show=10, pc_sigma=0.47,
+                    pc_noise=16, pc_tol=0.2, pc_min_gap=0.1, rampup_controls=[dict(lr_rampup_steps=600)],
+                    pc_run=dict(steps=500, lr=5e-4, lr_rampup_steps=0,
+                                snapshot_steps=[5, 10, 15, 20, 30, 40, 50, 60, 80, 100, 125, 150, 175, 200, 250,
+                                                300, 400]),
+                    pc_ablation=None, lin_steps=1000, lin_points=30, lin_dtype="float64"),
     },
     "gpu": {
         "ch1": dict(n_train=50000, gd_sigmas=[0.47, 1.5017, 4.0661, 21.1087], gd_steps=8000,
@@ -139,11 +169,14 @@ _CHAPTERS = {
         "ch2": dict(n_show=8, n_denoise=3, loss_window=1000),
         "ch3": dict(n_pairs=100, lin_steps=40, alpha2=[0.99, 0.8675, 0.745, 0.6225, 0.5], n_distill=10000,
                     n_noise=4, adam_epochs=100, align_k=100, sv_sigma=4.0661, n_sv=25, n_show=10, n_rmse=1000),
-        "ch5": dict(large_n=25000, small_n=782, small_channels=4, n_noise=200, n_show=10,
-                    gauss_sizes=[50, 100, 200, 400, 782, 1600, 3200, 6400, 12500, 25000],
-                    gauss_seeds=[0], es_sigmas=[0.47, 1.5017], seed_control=False),
+        "ch5": dict(pairs={"large": dict(n=25000, overrides=dict(model_channels=64), seed_control=True),
+                           "small": dict(n=782),
+                           "narrow": dict(n=782, overrides=dict(model_channels=4, snapshot_steps=[]),
+                                          seed_control=True)},
+                    n_noise=200, n_show=10, gauss_sizes=[50, 100, 200, 400, 782, 1600, 3200, 6400, 12500, 25000],
+                    gauss_seeds=[0]),
         "ch4": dict(main_n=782, ref_n=50000, onset_sizes=[782, 12500, 50000], n_show=10, pc_sigma=0.47,
-                    pc_noise=8, pc_tol=0.2, pc_min_gap=0.1,
+                    pc_noise=8, pc_tol=0.2, pc_min_gap=0.1, rampup_controls=[dict(lr_rampup_steps=15000)],
                     pc_run=dict(steps=6000, snapshot_steps=[100, 200, 300, 500, 750, 1000, 1500, 2000, 2500,
                                                             3000, 4000, 5000]),
                     pc_ablation=dict(lr_rampup_steps=1), lin_steps=3000, lin_points=12, lin_dtype="float32"),

@@ -1,18 +1,18 @@
-"""Strong generalization (paper §5, Fig. 9 and Fig. 26): two models trained on disjoint splits.
+"""Chapter 5: strong generalization (paper §5, Fig. 9 and Fig. 26): two models trained on disjoint splits.
 
 Two training sets S1 and S2 share no image. The same architecture, trained with the same settings
-(seed, initialization, batch and noise draws) on each, is sampled from the *same* initial noises.
-When the networks generalize their samples agree with each other and with the samples of the
-Gaussian models of their splits; when they memorize each copies its own split and the pair
-disagrees. This module holds what chapter 5 computes:
+(seed, initialization, batch and noise draws) on each, is sampled from the *same* initial noises
+(``utils.edm.initial_noise``). When the networks generalize their samples agree with each other and
+with the samples of the Gaussian models of their splits; when they memorize each copies its own
+split and the pair disagrees. This module holds what chapter 5 computes:
 
-* :func:`split_model` / :func:`train_pair` -- the network of a training spec trained on a given
-  split (a split that equals the ladder's seeded subset reuses the cached ladder model);
-* :func:`shared_noise` and :func:`sample_pair` -- one set of initial noises for every model;
+* :func:`train_pair` -- the networks of a training spec on S1 and S2 (``utils.train.get_model``
+  with the split as ``x_train``; the cache key hashes the images, so a split that equals a ladder
+  subset reuses the ladder's run);
 * :func:`nearest_report` and :func:`pair_report` -- the paired sample-similarity table and each
-  sample's nearest training image in S1 ∪ S2;
+  sample's nearest training image in S1 ∪ S2 (``utils.metrics.sample_stats``);
 * :func:`gaussian_phase_step` -- the early-stopping checkpoint of a pair, picked by a measured
-  criterion (minimum RMSE to the Gaussian denoiser of its split at intermediate noise levels);
+  criterion (minimum RMSE to the Gaussian denoiser of its split over the intermediate regime);
 * :func:`covariance_distance` and :func:`gaussian_agreement` -- how fast the Gaussian structure of
   a split is estimated: agreement of Gaussian(S1) and Gaussian(S2) against the split size.
 """
@@ -20,93 +20,69 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from . import data as data_mod
-from . import edm, metrics, train
-from .checks import as_images, positive_int
-from .denoisers import GaussianDenoiser
+from .. import data as data_mod
+from .. import edm, metrics, train
+from ..checks import as_images, positive_int
+from ..denoisers import GaussianDenoiser
+from ..regimes import Regimes
+
+
+def runs(P, seed: int = 0) -> list:
+    """The training runs of this chapter: every pair of ``P.chapter("ch5")["pairs"]`` on its splits."""
+    C = P.chapter("ch5")
+    x = data_mod.load(P.dataset)
+    out = []
+    for pair in C["pairs"].values():
+        s1, s2 = data_mod.disjoint_splits(x, pair["n"], seed=seed)
+        spec = P.train_spec(pair["n"], seed=seed, **pair.get("overrides", {}))
+        out += [(spec, s1), (spec, s2)]
+        if pair.get("seed_control"):
+            out.append((P.train_spec(pair["n"], seed=seed + 1, **pair.get("overrides", {})), s2))
+    return out
 
 
 # --------------------------------------------------------------------------- models on splits
 
-def split_model(spec: dict, split: torch.Tensor, step: int | None = None, device: str | None = None,
-                progress: bool = True):
-    """The network of ``spec`` trained on the images ``split`` (``spec["n"]`` must be ``len(split)``).
-
-    When ``split`` is exactly the seeded subset the ladder trains on
-    (``utils.data.load(spec["dataset"], n=spec["n"], seed=spec["seed"])``) the ladder's cached
-    model is returned (the same training run, bit for bit); otherwise the split is passed to
-    ``utils.train.get_model`` explicitly (the cache key then includes a hash of the images).
-    ``utils.data.disjoint_splits(x_train, n, seed)`` returns that subset as S1 when ``x_train`` is
-    the whole training split, so S1's network is usually free.
-    """
-    as_images(split, "split")
-    s = train.normalize_spec(spec)
-    if s["n"] != len(split):
-        raise ValueError(f"spec['n'] = {s['n']} but the split has {len(split)} images; build the spec "
-                         f"with n=len(split) so the ladder's settings and the data agree")
-    if is_ladder_subset(s, split):
-        return train.get_model(s, step=step, device=device, progress=progress)
-    return train.get_model(s, x_train=split.cpu(), step=step, device=device, progress=progress)
-
-
-def is_ladder_subset(spec: dict, split: torch.Tensor) -> bool:
-    """Whether ``split`` is exactly the training subset the spec selects without ``x_train``."""
-    s = train.normalize_spec(spec)
-    try:
-        ladder = data_mod.load(s["dataset"], n=s["n"], seed=s["seed"])
-    except ValueError:          # e.g. n larger than the dataset
-        return False
-    return ladder.shape == split.shape and torch.equal(ladder, split.detach().cpu().to(ladder.dtype))
-
-
 def train_pair(spec: dict, s1: torch.Tensor, s2: torch.Tensor, step: int | None = None,
-               device: str | None = None, progress: bool = True):
-    """``(network on S1, network on S2)``: the same spec (seed, init, draws), only the data differs."""
-    return (split_model(spec, s1, step=step, device=device, progress=progress),
-            split_model(spec, s2, step=step, device=device, progress=progress))
-
-
-# --------------------------------------------------------------------------- sampling
-
-def shared_noise(n: int, shape, seed: int = 0, sigma_max: float = 80.0, device: str = "cpu") -> torch.Tensor:
-    """``n`` initial noises x_T = sigma_max * eps (float32), drawn from a generator seeded by ``seed``."""
-    positive_int(n, "n")
-    g = torch.Generator().manual_seed(int(seed))
-    return (float(sigma_max) * torch.randn((n, *tuple(shape)), generator=g)).to(device)
-
-
-def sample_pair(d1, d2, x_T: torch.Tensor, sigmas, solver: str = "euler") -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample two denoisers from the same initial noises ``x_T`` (returned on the CPU)."""
-    return (edm.sample(d1, x_T, sigmas, solver=solver).cpu(),
-            edm.sample(d2, x_T, sigmas, solver=solver).cpu())
+               device: str | None = None, progress: bool = True, seed2: int | None = None):
+    """``(network on S1, network on S2)``: the same spec (seed, init, draws), only the data differs.
+    ``seed2`` gives S2's network another seed (the seed control: other initial weights and draws)."""
+    as_images(s1, "s1")
+    as_images(s2, "s2")
+    s = train.normalize_spec(spec)
+    for name, split in (("s1", s1), ("s2", s2)):
+        if s["n"] != len(split):
+            raise ValueError(f"spec['n'] = {s['n']} but {name} has {len(split)} images; build the spec "
+                             f"with n=len(split) so the ladder's settings and the data agree")
+    s2_spec = s if seed2 is None else dict(s, seed=int(seed2))
+    return (train.get_model(s, x_train=s1.cpu(), step=step, device=device, progress=progress),
+            train.get_model(s2_spec, x_train=s2.cpu(), step=step, device=device, progress=progress))
 
 
 # --------------------------------------------------------------------------- the similarity tables
 
 def nearest_report(samples: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, own: int | None = None) -> dict:
-    """Each sample's nearest training image in S1 ∪ S2.
+    """Each sample's nearest training image in S1 ∪ S2 (one ``utils.metrics.sample_stats`` search).
 
-    Returns means over samples: ``rmse_nn`` (pixel RMSE to the nearest image, ||x - NN|| / sqrt(d)),
-    ``cosine_nn`` (cosine with it), ``memorized`` (fraction with nearest-neighbour ratio < 1/3 in
-    S1 ∪ S2), ``in_s1`` (fraction whose nearest image lies in S1) and, when ``own`` is 1 or 2,
-    ``in_own`` (fraction whose nearest image lies in that split); plus the per-sample tensors
-    ``dist`` (pixel RMSE), ``index`` (into S1 ∪ S2) and ``nearest`` (the images themselves).
+    Returns means over samples: ``rmse_nn`` (pixel RMSE to the nearest image), ``cosine_nn`` (cosine
+    with it), ``memorized`` (fraction with nearest-neighbour ratio < 1/3 in S1 ∪ S2), ``in_s1``
+    (fraction whose nearest image lies in S1) and, when ``own`` is 1 or 2, ``in_own`` (fraction
+    whose nearest image lies in that split); plus the per-sample tensors ``dist`` (pixel RMSE),
+    ``index`` (into S1 ∪ S2) and ``nearest`` (the images themselves).
     """
     as_images(samples, "samples")
     union = torch.cat([s1.cpu(), s2.cpu()])
     q = samples.cpu()
-    dist, idx = metrics.nearest_distances(q, union, k=2)
-    d = q[0].numel()
-    nearest = union[idx[:, 0]]
+    st = metrics.sample_stats(q, union)
+    nearest = union[st.nn_index]
     cos = torch.nn.functional.cosine_similarity(q.reshape(len(q), -1).double(),
                                                 nearest.reshape(len(q), -1).double(), dim=1, eps=1e-30)
-    ratio = dist[:, 0] / dist[:, 1].clamp_min(1e-30)
-    in_s1 = idx[:, 0] < len(s1)
-    out = {"rmse_nn": float(dist[:, 0].mean() / math.sqrt(d)), "cosine_nn": float(cos.mean()),
-           "memorized": float((ratio < 1 / 3).double().mean()), "in_s1": float(in_s1.double().mean()),
-           "dist": dist[:, 0] / math.sqrt(d), "index": idx[:, 0], "nearest": nearest}
+    in_s1 = st.nn_index < len(s1)
+    out = {"rmse_nn": float(st.nn_rmse.mean()), "cosine_nn": float(cos.mean()), "memorized": st.memorized,
+           "in_s1": float(in_s1.double().mean()), "dist": st.nn_rmse, "index": st.nn_index, "nearest": nearest}
     if own is not None:
         if own not in (1, 2):
             raise ValueError(f"own must be 1 (S1) or 2 (S2), got {own!r}")
@@ -137,8 +113,7 @@ def pair_report(net1: torch.Tensor, net2: torch.Tensor, gauss1: torch.Tensor, ga
              "network S2 ~ Gaussian S2": metrics.sample_similarity(net2, gauss2)}
     nearest = {"network S1": nearest_report(net1, s1, s2, own=1),
                "network S2": nearest_report(net2, s1, s2, own=2)}
-    d = net1[0].numel()
-    pair_dist = (net1 - net2).reshape(len(net1), -1).double().norm(dim=1) / math.sqrt(d)
+    pair_dist = metrics.image_rmse(net1, net2)
     nn_min = torch.minimum(nearest["network S1"]["dist"], nearest["network S2"]["dist"])
     nn_mean = 0.5 * (nearest["network S1"]["rmse_nn"] + nearest["network S2"]["rmse_nn"])
     return {"pairs": pairs, "nearest": nearest, "pair_dist": pair_dist,
@@ -156,8 +131,8 @@ def figure_rows(net1: torch.Tensor, net2: torch.Tensor, gauss1: torch.Tensor, ga
     Gaussian(S2), and the nearest image in S2 of network(S2)'s sample."""
     positive_int(k, "k")
     a, b = net1[:k].cpu(), net2[:k].cpu()
-    nn1 = s1.cpu()[metrics.nearest_distances(a, s1.cpu(), k=1)[1][:, 0]]
-    nn2 = s2.cpu()[metrics.nearest_distances(b, s2.cpu(), k=1)[1][:, 0]]
+    nn1 = s1.cpu()[metrics.sample_stats(a, s1).nn_index]
+    nn2 = s2.cpu()[metrics.sample_stats(b, s2).nn_index]
     return [nn1, gauss1[:k].cpu(), a, b, gauss2[:k].cpu(), nn2]
 
 
@@ -183,38 +158,32 @@ def report_rows(reports: dict) -> list[dict]:
 # --------------------------------------------------------------------------- early stopping
 
 def gaussian_phase_step(spec: dict, s1: torch.Tensor, s2: torch.Tensor, x_eval: torch.Tensor, sigmas,
-                        seed: int = 0, device: str | None = None, progress: bool = True):
+                        regimes: Regimes, seed: int = 0, device: str | None = None, progress: bool = True,
+                        seed2: int | None = None):
     """The checkpoint of a pair closest to the Gaussian denoisers of their splits (the Gaussian phase).
 
     For every snapshot step of ``spec`` (and the final step), the criterion is the mean over both
-    networks and over ``sigmas`` of RMSE(D_theta, D_G of its own split) on the held-out images
-    ``x_eval`` noised once per sigma (noise seeded by ``seed``; the same noisy inputs for every
-    step). Returns ``(best_step, {step: criterion})``; ties go to the earlier step.
+    networks of RMSE(D_theta, D_G of its own split) (``utils.metrics.rmse_curves`` on ``x_eval``
+    with ``seed``), averaged over the ``sigmas`` of the intermediate regime of ``regimes``.
+    Returns ``(best_step, {step: criterion})``; ties go to the earlier step.
     """
     as_images(x_eval, "x_eval")
     s = train.normalize_spec(spec)
     steps = sorted(set(s["snapshot_steps"]) | {s["steps"]})
-    sigmas = [float(v) for v in torch.as_tensor(sigmas, dtype=torch.float64).flatten().tolist()]
-    if not sigmas:
-        raise ValueError("sigmas must hold at least one noise level")
-    g = torch.Generator().manual_seed(int(seed))
-    noisy = [(sig, x_eval.cpu() + sig * torch.randn(x_eval.shape, generator=g)) for sig in sigmas]
+    sig = np.asarray(torch.as_tensor(sigmas, dtype=torch.float64).flatten())
     gauss = (GaussianDenoiser.fit(s1.cpu()), GaussianDenoiser.fit(s2.cpu()))
     crit = {}
     for k in steps:
-        nets = train_pair(s, s1, s2, step=k, device=device, progress=progress)
-        vals = []
-        for net, dg in zip(nets, gauss):
-            dev = next(net.parameters()).device
-            for sig, xn in noisy:
-                vals.append(metrics.rmse(net, dg, xn.to(dev), sig))
-        crit[k] = sum(vals) / len(vals)
+        nets = train_pair(s, s1, s2, step=k, device=device, progress=progress, seed2=seed2)
+        x = x_eval.to(next(nets[0].parameters()).device)
+        curves = metrics.rmse_curves({i: (net, dg) for i, (net, dg) in enumerate(zip(nets, gauss))}, x, sig, seed=seed)
+        crit[k] = float(np.mean([regimes.mean(sig, c) for c in curves.values()]))
     best = min(steps, key=lambda k: (crit[k], k))
     return best, crit
 
 
 def snapshot_agreement(spec: dict, s1: torch.Tensor, s2: torch.Tensor, x_T: torch.Tensor, sigmas,
-                       device: str | None = None, progress: bool = True) -> dict:
+                       device: str | None = None, progress: bool = True, seed2: int | None = None) -> dict:
     """Agreement of the pair at every snapshot step of ``spec`` (and the final step).
 
     Returns ``{step: {"cosine", "rmse", "memorized"}}``: the paired similarity of the two networks'
@@ -225,22 +194,12 @@ def snapshot_agreement(spec: dict, s1: torch.Tensor, s2: torch.Tensor, x_T: torc
     s = train.normalize_spec(spec)
     out = {}
     for k in sorted(set(s["snapshot_steps"]) | {s["steps"]}):
-        d1, d2 = train_pair(s, s1, s2, step=k, device=device, progress=progress)
-        a, b = sample_pair(d1, d2, x_T, sigmas)
+        d1, d2 = train_pair(s, s1, s2, step=k, device=device, progress=progress, seed2=seed2)
+        a, b = edm.sample(d1, x_T, sigmas).cpu(), edm.sample(d2, x_T, sigmas).cpu()
         sim = metrics.sample_similarity(a, b)
         mem = 0.5 * (nearest_report(a, s1, s2)["memorized"] + nearest_report(b, s1, s2)["memorized"])
         out[k] = {"cosine": sim["cosine"], "rmse": sim["rmse"], "memorized": mem}
     return out
-
-
-def paired_improvement(before: torch.Tensor, after: torch.Tensor) -> tuple[float, float]:
-    """Mean and standard error over noises of ``before - after`` (per-noise pair distances of two
-    settings sampled from the same noises): a positive mean many standard errors above 0 means the
-    second setting's pair agrees more."""
-    if before.shape != after.shape or before.ndim != 1 or len(before) < 2:
-        raise ValueError(f"need two 1-D tensors of one length >= 2, got {tuple(before.shape)} and {tuple(after.shape)}")
-    diff = (before - after).double()
-    return float(diff.mean()), float(diff.std() / math.sqrt(len(diff)))
 
 
 # --------------------------------------------------------------------------- the Gaussian structure
@@ -274,7 +233,7 @@ def gaussian_agreement(x: torch.Tensor, sizes, x_T: torch.Tensor, sigmas, seeds=
         for sd in seeds:
             s1, s2 = data_mod.disjoint_splits(x, int(n), seed=int(sd))
             g1, g2 = GaussianDenoiser.fit(s1.cpu()), GaussianDenoiser.fit(s2.cpu())
-            a, b = sample_pair(g1, g2, x_T.to(device), sigmas)
+            a, b = edm.sample(g1, x_T.to(device), sigmas).cpu(), edm.sample(g2, x_T.to(device), sigmas).cpu()
             sim = metrics.sample_similarity(a, b)
             cos.append(sim["cosine"])
             rms.append(sim["rmse"])

@@ -5,12 +5,12 @@ Everything the chapter measures on a sequence of training checkpoints (EMA snaps
 * :func:`evaluate_snapshots` -- per checkpoint: RMSE(D_theta, D_G) against sigma on held-out noisy
   inputs (paper Fig. 8a), samples from fixed noises (Fig. 8b), the memorized fraction (NN ratio
   < 1/3), the GL score and the paired cosine to the Gaussian samples from the same noises.
-* :func:`band_mean`, :func:`rise_and_fall`, :func:`early_stopping_index` -- the summary distance
-  to D_G in a band of sigma, its minimum and how much it fell before / rose after it.
+* :func:`rise_and_fall`, :func:`early_stopping_index` -- the minimum of the summary distance to
+  D_G over the intermediate regime (``utils.regimes``) and how much it fell before / rose after it.
 * :func:`crossing_step` -- the step at which a curve first crosses a level, interpolated
   linearly in log(step) (the memorization onset: memorized fraction crossing 1/2).
-* :func:`pc_shrinkage`, :func:`learning_times`, :func:`loglog_slope`,
-  :func:`linear_theory_times` -- the order in which principal components are learned: the
+* :func:`pc_shrinkage`, :func:`shrinkage_trajectory`, :func:`learning_times`,
+  :func:`linear_theory_times`, :func:`linear_control` -- the order in which principal components are learned: the
   diagonal u_k^T W u_k of the network's affine fit in the data's PC basis, the step at which it
   has closed most of the gap from its initial value to D_G's factor lambda_k/(lambda_k+sigma^2),
   and the linear theory (Wang & Pehlevan 2025) in which that time is proportional to
@@ -28,8 +28,21 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import torch
 
-from . import edm, metrics, train
-from .checks import as_images, as_sigma
+from .. import edm, metrics
+from ..checks import as_images, as_sigma
+from ..distill import fit_affine, train_affine_dsm
+
+
+def runs(P, seed: int = 0) -> list:
+    """The training runs of this chapter: the ladder runs (with their snapshots) and the variants
+    of the chapter's own settings (``P.chapter("ch4")``)."""
+    C = P.chapter("ch4")
+    sizes = sorted(set(C["onset_sizes"]) | {C["main_n"], C["ref_n"]})
+    out = [P.train_spec(n, seed=seed) for n in sizes]
+    out += [P.train_spec(C["main_n"], seed=seed, **ov) for ov in C.get("rampup_controls", [])]
+    pc = [{}] + ([C["pc_ablation"]] if C.get("pc_ablation") else [])
+    out += [P.train_spec(C["ref_n"], seed=seed, **{**C["pc_run"], **ov}) for ov in pc]
+    return out
 
 
 # --------------------------------------------------------------------------- step 0
@@ -37,7 +50,7 @@ from .checks import as_images, as_sigma
 class _InitialDenoiser:
     """D(x; s) = c_skip(s) x, the EDM-preconditioned network before its first update."""
 
-    def __init__(self, sigma_data: float = 0.5):
+    def __init__(self, sigma_data: float = edm.SIGMA_DATA):
         if not sigma_data > 0:
             raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
         self.sigma_data = float(sigma_data)
@@ -45,18 +58,14 @@ class _InitialDenoiser:
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
         as_images(x)
         s = as_sigma(sigma, x.shape[0], device=x.device).view(-1, *([1] * (x.ndim - 1)))
-        c_skip = self.sigma_data ** 2 / (s ** 2 + self.sigma_data ** 2)
+        c_skip = edm.coefficients(s, "edm", self.sigma_data)[0]
         return (c_skip * x.to(torch.float64)).to(x.dtype)
 
 
-def initial_denoiser(sigma_data: float = 0.5) -> _InitialDenoiser:
+def initial_denoiser(sigma_data: float = edm.SIGMA_DATA) -> _InitialDenoiser:
     """The trained model at step 0: ``utils.nets.UNet`` zero-initializes its output layer, so the
     EDM-preconditioned denoiser is exactly c_skip(sigma) x (tested against a freshly built model)."""
     return _InitialDenoiser(sigma_data)
-
-
-def c_skip(sigma: float, sigma_data: float = 0.5) -> float:
-    return sigma_data ** 2 / (sigma ** 2 + sigma_data ** 2)
 
 
 # --------------------------------------------------------------------------- checkpoint evaluation
@@ -67,14 +76,12 @@ class SnapshotEval:
 
     steps: np.ndarray                 # (T,) training step of each checkpoint
     sigmas: np.ndarray                # (S,) noise levels of the RMSE curves
-    rmse: np.ndarray                  # (T, S) RMSE(D_theta, D_G) on held-out noisy inputs
+    rmse: np.ndarray                  # (T, S) RMSE(D_theta, D_G) on held-out noisy inputs (NaN: not measured)
     memorized: np.ndarray             # (T,) fraction of samples with NN ratio < 1/3
     gl: np.ndarray                    # (T,) GL score of the samples (paper eq. 14)
     cosine: np.ndarray                # (T,) mean paired cosine of samples vs Gaussian samples
     samples: list = field(default_factory=list)   # (T,) tensors (n_samples, C, H, W)
     gaussian_samples: torch.Tensor | None = None   # D_G's samples from the same noises
-    shrinkage: np.ndarray | None = None            # (T, d) u_k^T W u_k of the affine fit at pc_sigma
-    pc_sigma: float | None = None
 
     def row(self, step: int) -> int:
         """Index of the checkpoint at ``step``."""
@@ -84,27 +91,17 @@ class SnapshotEval:
         return int(hits[0])
 
 
-def noisy_inputs(x_clean: torch.Tensor, sigmas, seed: int = 0) -> list[torch.Tensor]:
-    """One fixed noisy copy x + sigma eps of ``x_clean`` per sigma (the same eps for every
-    checkpoint, so differences between checkpoints are not noise-draw differences)."""
-    as_images(x_clean, "x_clean")
-    g = torch.Generator().manual_seed(seed)
-    eps = torch.randn(x_clean.shape, generator=g, dtype=torch.float32).to(x_clean.device, x_clean.dtype)
-    return [x_clean + float(s) * eps for s in sigmas]
-
-
 def evaluate_snapshots(load: Callable[[int], Callable] | Mapping[int, Callable], steps: Iterable[int],
                        D_G, x_train: torch.Tensor, x_heldout: torch.Tensor, sigmas, x_T: torch.Tensor,
-                       sampler_sigmas, *, pc_sigma: float | None = None, pc_noise: int = 16,
-                       noise_seed: int = 0, rmse: bool = True, progress: Callable | None = None) -> SnapshotEval:
-    """Evaluate every checkpoint ``load(step)`` (or ``load[step]``) for ``step`` in ``steps``.
+                       sampler_sigmas, *, noise_seed: int = 0, rmse: bool = True,
+                       progress: Callable | None = None) -> SnapshotEval:
+    """Evaluate every checkpoint ``load(step)`` (or ``load[step]``, e.g. ``utils.train.snapshots``).
 
-    * RMSE(D, D_G) at each of ``sigmas`` on ``x_heldout`` + fixed noise (skipped if ``rmse=False``:
-      NaN), paper eq. (10);
+    * RMSE(D, D_G) at each of ``sigmas`` on ``utils.data.NoisyInputs(x_heldout, noise_seed)``
+      (skipped if ``rmse=False``: NaN), paper eq. (10);
     * samples ``edm.sample(D, x_T, sampler_sigmas)`` (Euler) and, against ``x_train``, the
-      memorized fraction and GL score; their paired cosine to D_G's samples from the same ``x_T``;
-    * with ``pc_sigma``: the closed-form affine fit of D at ``pc_sigma`` on ``x_heldout``
-      (``pc_noise`` noises per image), projected on D_G's principal components (:func:`pc_shrinkage`).
+      memorized fraction and GL score (one ``utils.metrics.sample_stats``); their paired cosine to
+      D_G's samples from the same ``x_T``.
     """
     as_images(x_train, "x_train")
     as_images(x_heldout, "x_heldout")
@@ -114,41 +111,25 @@ def evaluate_snapshots(load: Callable[[int], Callable] | Mapping[int, Callable],
         raise ValueError("steps must list at least one checkpoint")
     get = load.__getitem__ if isinstance(load, Mapping) else load
     sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
-    noisy = noisy_inputs(x_heldout, sig, seed=noise_seed) if rmse else None
-    gauss = edm.sample(D_G, x_T, sampler_sigmas)
+    gauss = edm.sample(D_G, x_T, sampler_sigmas).cpu()
     out = SnapshotEval(steps=np.array(steps), sigmas=np.array(sig), rmse=np.full((len(steps), len(sig)), np.nan),
                        memorized=np.zeros(len(steps)), gl=np.zeros(len(steps)), cosine=np.zeros(len(steps)),
-                       gaussian_samples=gauss.cpu(), pc_sigma=pc_sigma)
-    if pc_sigma is not None:
-        from .distill import fit_affine
-        out.shrinkage = np.zeros((len(steps), D_G.d))
+                       gaussian_samples=gauss)
     for t, step in enumerate(steps):
         D = get(step)
         if rmse:
-            out.rmse[t] = [metrics.rmse(D, D_G, xn, s) for xn, s in zip(noisy, sig)]
-        x0 = edm.sample(D, x_T, sampler_sigmas)
-        out.samples.append(x0.cpu())
-        out.memorized[t] = metrics.memorized_fraction(x0, x_train)
-        out.gl[t] = metrics.generalization_score(x0, x_train)
+            out.rmse[t] = metrics.rmse_curves({"G": (D, D_G)}, x_heldout, sig, seed=noise_seed)["G"]
+        x0 = edm.sample(D, x_T, sampler_sigmas).cpu()
+        out.samples.append(x0)
+        st = metrics.sample_stats(x0, x_train)
+        out.memorized[t], out.gl[t] = st.memorized, st.gl
         out.cosine[t] = metrics.sample_similarity(x0, gauss)["cosine"]
-        if pc_sigma is not None:
-            fit = fit_affine(D, x_heldout, pc_sigma, n_noise=pc_noise, seed=noise_seed)
-            out.shrinkage[t] = pc_shrinkage(fit.W, D_G.eigvecs).numpy()
         if progress is not None:
             progress(step)
     return out
 
 
 # --------------------------------------------------------------------------- the Gaussian phase
-
-def band_mean(rmse: np.ndarray, sigmas, lo: float, hi: float) -> np.ndarray:
-    """Mean of ``rmse[..., j]`` over the sigmas in [lo, hi] (the summary distance to D_G)."""
-    s = np.asarray(sigmas, dtype=float)
-    keep = (s >= lo) & (s <= hi)
-    if not keep.any():
-        raise ValueError(f"no sigma in [{lo}, {hi}]; sigmas = {s.tolist()}")
-    return np.asarray(rmse, dtype=float)[..., keep].mean(-1)
-
 
 def early_stopping_index(values) -> int:
     """Index of the checkpoint with the smallest distance to D_G (the early-stopping checkpoint)."""
@@ -257,32 +238,6 @@ def linear_theory_times(eigvals, sigma: float, t_ref: float, lam_ref: float) -> 
     return t_ref * (lam_ref + sigma ** 2) / (lam + sigma ** 2)
 
 
-def loglog_slope(x, y) -> tuple[float, float]:
-    """Least-squares slope and intercept of log(y) against log(x) over the finite positive pairs
-    (NaN when fewer than two remain)."""
-    fit = loglog_fit(x, y)
-    return fit["slope"], fit["intercept"]
-
-
-def loglog_fit(x, y) -> dict:
-    """Least-squares line log(y) = slope log(x) + intercept over the finite positive pairs, with
-    the slope's standard error (NaN with fewer than three pairs) and the number of pairs ``n``."""
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    n = int(ok.sum())
-    out = dict(slope=math.nan, intercept=math.nan, stderr=math.nan, n=n)
-    if n < 2 or np.ptp(np.log(x[ok])) == 0:
-        return out
-    lx, ly = np.log(x[ok]), np.log(y[ok])
-    slope, intercept = np.polyfit(lx, ly, 1)
-    out.update(slope=float(slope), intercept=float(intercept))
-    if n > 2:
-        resid = ly - (slope * lx + intercept)
-        out["stderr"] = float(np.sqrt(resid @ resid / (n - 2) / ((lx - lx.mean()) @ (lx - lx.mean()))))
-    return out
-
-
 def theory_scale(eigvals, times, sigma: float) -> float:
     """The constant c of the linear theory's t_k = c / (lambda_k + sigma^2) that best fits the
     measured ``times`` (least squares in log t over the finite ones; NaN if there are none)."""
@@ -297,12 +252,10 @@ def theory_scale(eigvals, times, sigma: float) -> float:
 def linear_control(x_train: torch.Tensor, sigma: float, steps, D_G, lr: float, optimizer: str = "adam",
                    dtype: torch.dtype = torch.float64) -> np.ndarray:
     """(T, d) PC factors diag(U^T W U) of an affine denoiser D(x) = W x + b trained from W = 0 on the
-    denoising loss at one ``sigma`` (full batch, constant ``lr``; ``utils.theory.train_affine_dsm``),
+    denoising loss at one ``sigma`` (full batch, constant ``lr``; ``utils.distill.train_affine_dsm``),
     after each number of ``steps``: the linear model the linear theory is about, on the same data."""
-    from .theory import train_affine_dsm
     rows = [pc_shrinkage(train_affine_dsm(x_train, sigma, int(k), optimizer=optimizer, lr=lr, n_record=2,
-                                          dtype=dtype).W,
-                         D_G.eigvecs) for k in steps]
+                                          dtype=dtype).W, D_G.eigvecs) for k in steps]
     return torch.stack(rows).numpy()
 
 
@@ -310,7 +263,6 @@ def shrinkage_trajectory(load: Callable[[int], Callable] | Mapping[int, Callable
                          x_heldout: torch.Tensor, sigma: float, n_noise: int = 16, seed: int = 0) -> np.ndarray:
     """(T, d): for each checkpoint, diag(U^T W U) of its closed-form affine fit at ``sigma`` on
     ``x_heldout`` (``n_noise`` noises per image), U = D_G's principal components."""
-    from .distill import fit_affine
     get = load.__getitem__ if isinstance(load, Mapping) else load
     rows = [pc_shrinkage(fit_affine(get(int(k)), x_heldout, sigma, n_noise=n_noise, seed=seed).W, D_G.eigvecs)
             for k in steps]
@@ -318,17 +270,6 @@ def shrinkage_trajectory(load: Callable[[int], Callable] | Mapping[int, Callable
 
 
 # --------------------------------------------------------------------------- summaries and claims
-
-def intermediate_band(D_G, lo: float = 0.1) -> tuple[float, float]:
-    """The intermediate noise regime of a dataset: from the paper's sigma = 0.1 up to sqrt(lambda_max),
-    the sigma at which D_G halves even its top principal component (above it D_G keeps little
-    more than the mean). For FFHQ / CIFAR-10 this is close to the paper's [0.1, 10]; for 8x8
-    digits (lambda_max ~ 3) it ends near sigma = 2."""
-    hi = float(D_G.eigvals[0].clamp_min(0).sqrt())
-    if not hi > lo:
-        raise ValueError(f"the top eigenvalue {hi ** 2:.3g} is below lo^2 = {lo ** 2:.3g}: no intermediate regime")
-    return float(lo), hi
-
 
 def increases_with(sizes, onsets) -> bool:
     """True when the onsets grow with the sizes: at least one finite onset, and for every pair of
@@ -348,15 +289,3 @@ def increases_with(sizes, onsets) -> bool:
             if n[j] > n[i] and not (t[i] < t[j] or (np.isinf(t[i]) and np.isinf(t[j]))):
                 return False
     return True
-
-
-def lr_schedule(spec: dict, steps) -> np.ndarray:
-    """The learning rate ``utils.train`` uses at each of ``steps`` (1-based; see
-    :func:`utils.train.learning_rate`)."""
-    return np.asarray(train.learning_rate(spec, np.asarray(steps, dtype=float)), dtype=float)
-
-
-def ema_halflife(spec: dict, steps) -> np.ndarray:
-    """The EMA half-life (in steps) ``utils.train`` uses after each of ``steps`` (see
-    :func:`utils.train.ema_halflife`)."""
-    return np.asarray(train.ema_halflife(spec, np.asarray(steps, dtype=float)), dtype=float)

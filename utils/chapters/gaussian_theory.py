@@ -5,10 +5,10 @@ Everything here works on any denoiser of the protocol ``D(x, sigma) -> x_hat`` (
 
 * :func:`empirical_log_density`, :func:`gaussian_log_density`, :func:`tweedie_error` --
   grad log p(x; s) = (D(x; s) - x) / s^2 for D_M and D_G, checked by autograd.
-* :func:`train_affine_dsm` -- an affine denoiser D(x) = W x + b trained on the DSM loss
-  (paper eq. 3) by gradient descent on the exact loss or by minibatch Adam with fresh noise
-  (Theorem 1). :func:`gd_predicted_error` is the theory's error curve for the former,
-  :func:`gd_steps_needed` inverts it.
+* :func:`gd_predicted_error` -- the theory's error curve of gradient descent on the DSM loss of an
+  affine denoiser (``utils.distill.train_affine_dsm``, Theorem 1); :func:`gd_steps_needed` inverts it.
+* :func:`regime_scale` -- the noise regimes of ``utils.regimes`` for a dataset, beside the paper's
+  FFHQ band mapped to the same scale.
 * :func:`lowsigma_residual` -- RMSE(D_G(x; s_min), x) on held-out and training inputs against the
   training-set size N (paper App. F.1, Fig. 16: non-zero iff N < d).
 * :func:`gaussian_ode_reference`, :func:`solver_errors`, :func:`convergence_order` -- the closed-form
@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .checks import as_images, as_sigma, positive_int, flat64
-from .denoisers import GaussianDenoiser
-from .distill import fit_affine
-from .edm import sample, sigma_steps
-from .metrics import sample_similarity
-
+from ..checks import as_images, as_sigma, positive_int, flat64
+from ..denoisers import GaussianDenoiser
+from ..distill import fit_affine
+from ..edm import sample, sigma_steps
+from ..metrics import loglog_fit, sample_similarity
+from ..regimes import FFHQ_D, PAPER_FFHQ, from_eigvals, scaled_sigma
 
 
 # --------------------------------------------------------------------------- Tweedie
@@ -76,43 +76,6 @@ def tweedie_error(denoiser, log_density, x: torch.Tensor, sigma: float) -> float
 
 # --------------------------------------------------------------------------- Theorem 1
 
-def wiener_weight(x_train: torch.Tensor, sigma: float) -> torch.Tensor:
-    """W_G = Sigma (Sigma + s^2 I)^-1 of the training set (1/N covariance), float64, by a solve."""
-    as_images(x_train, "x_train")
-    s = float(as_sigma(sigma, 1)[0])
-    X = flat64(x_train)
-    Z = X - X.mean(0)
-    cov = Z.T @ Z / len(X)
-    A = cov + s * s * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-    return torch.linalg.solve(A, cov).T            # A, cov symmetric: (A^-1 cov)^T = cov A^-1
-
-
-def augmented_hessian_eigvals(x_train: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Eigenvalues (ascending, float64) of M = E[[x; 1][x; 1]^T] + s^2 diag(I, 0), half the Hessian of
-    the DSM loss in (W, b) for *uncentred* inputs (the paper's proof of Theorem 1): GD on D = W x + b
-    contracts eigen-direction j of M by 1 - 2 lr m_j. Its top eigenvalue grows with ||mu||^2.
-    """
-    as_images(x_train, "x_train")
-    s = float(as_sigma(sigma, 1)[0])
-    X = flat64(x_train)
-    n, d = X.shape
-    zt = torch.cat([X, torch.ones(n, 1, dtype=torch.float64, device=X.device)], 1)
-    M = zt.T @ zt / n
-    M[:d, :d] += s * s * torch.eye(d, dtype=torch.float64, device=X.device)
-    return torch.linalg.eigvalsh(M)
-
-
-def optimal_gd_lr(eigvals: torch.Tensor, sigma: float) -> float:
-    """The best constant step for GD on the (centred) DSM loss, 1 / (lambda_max + lambda_min + 2 s^2).
-
-    The Hessian of the loss in W is 2 (Sigma + s^2 I) (acting on the right), so this step equalises
-    the contraction of the fastest and slowest directions.
-    """
-    lam = torch.as_tensor(eigvals, dtype=torch.float64).clamp_min(0)
-    s = float(as_sigma(sigma, 1)[0])
-    return float(1.0 / (lam.max() + lam.min() + 2 * s * s))
-
-
 def contraction_factors(eigvals: torch.Tensor, sigma: float, lr: float) -> torch.Tensor:
     """|1 - 2 lr (lambda_k + s^2)|: the per-step contraction of GD's error along principal direction k."""
     lam = torch.as_tensor(eigvals, dtype=torch.float64).clamp_min(0)
@@ -152,132 +115,34 @@ def gd_steps_needed(eigvals: torch.Tensor, sigma: float, lr: float, tol: float =
     return hi
 
 
-def record_steps(steps: int, n: int = 40) -> list[int]:
-    """About ``n`` log-spaced step counts in [0, steps], always including 0 and ``steps``."""
-    positive_int(steps, "steps")
-    pts = torch.logspace(0, math.log10(steps), n, dtype=torch.float64).round().long().tolist()
-    return sorted({0, steps, *pts})
+# --------------------------------------------------------------------------- noise regimes
+
+def kept_variance(eigvals, sigmas) -> torch.Tensor:
+    """For each sigma, the fraction of the data's variance carried by the principal components that
+    D_G keeps (lambda_k > sigma^2, shrinkage above one half): the scale ``utils.regimes`` reads the
+    regime boundaries from (99 % kept: low/intermediate boundary; none kept: high)."""
+    lam = torch.as_tensor(eigvals, dtype=torch.float64).clamp_min(0)
+    s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+    return ((lam[None] > s[:, None] ** 2) * lam[None]).sum(1) / lam.sum()
 
 
-@dataclass
-class AffineDSMRun:
-    """One training run of :func:`train_affine_dsm`."""
-
-    sigma: float
-    optimizer: str
-    lr: float
-    batch_size: int | None
-    steps: list = field(default_factory=list)          # step counts at which errors were recorded
-    weight_errors: list = field(default_factory=list)  # ||W_t - W_ref||_F / ||W_ref||_F
-    W: torch.Tensor | None = None                      # final weight (float64, d x d)
-    b: torch.Tensor | None = None                      # final bias of D(x) = W x + b (float64, d)
+def paper_band_mapped(d: int) -> tuple[float, float]:
+    """The paper's FFHQ intermediate band carried over to images of d pixels: the lower end is a
+    per-pixel noise level and stays; the upper end is where D_G drops the top (image-wide)
+    component, so it moves with ``utils.regimes.scaled_sigma``."""
+    positive_int(d, "d")
+    band = PAPER_FFHQ.intermediate
+    return float(band[0]), scaled_sigma(band[1], FFHQ_D, d)
 
 
-OPTIMIZERS = ("gd", "adam")
-
-
-def train_affine_dsm(x_train: torch.Tensor, sigma: float, steps: int, optimizer: str = "gd",
-                     lr: float | None = None, batch_size: int | None = None, W_ref: torch.Tensor | None = None,
-                     center: bool = True, schedule: str = "constant", n_record: int = 40, seed: int = 0,
-                     dtype: torch.dtype = torch.float64) -> AffineDSMRun:
-    """Train D(x) = W x + b on the DSM loss E_x E_eps ||D(x + s eps) - x||^2 from W = 0, b = 0.
-
-    * ``batch_size=None``: the exact loss, averaged over every training image and over the noise in
-      closed form, so its gradient is 2 (W (C + s^2 I) + b m^T - K), 2 (W m + b - mean(x)) with the
-      second moments C, m, K of the (centred) inputs -- deterministic gradient descent, Theorem 1.
-    * ``batch_size=B``: minibatches of B training images with fresh noise every step, the way
-      networks are trained (the gradient is an unbiased estimate of the one above).
-
-    ``center=True`` feeds the network x - mean(x_train) (D = W (x - mu) + c, the same function class
-    with b = c - W mu): the bias then decouples and GD contracts principal direction k by
-    1 - 2 lr (lambda_k + s^2) per step (:func:`gd_predicted_error`). ``lr`` defaults to
-    :func:`optimal_gd_lr` for GD (centred) and 1e-2 for Adam. ``schedule="cosine"`` decays the
-    learning rate to 0 over ``steps``. ``W_ref`` defaults to :func:`wiener_weight`. Runs on
-    x_train's device in ``dtype``.
-    """
-    as_images(x_train, "x_train")
-    positive_int(steps, "steps")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    if schedule not in ("constant", "cosine"):
-        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
-    if batch_size is not None:
-        positive_int(batch_size, "batch_size")
-    s = float(as_sigma(sigma, 1)[0])
-    dev = x_train.device
-    X = x_train.reshape(len(x_train), -1).to(dev, dtype)
-    n, d = X.shape
-    mu = X.to(torch.float64).mean(0).to(dtype)
-    Z = X - mu if center else X
-    if W_ref is None:
-        W_ref = wiener_weight(x_train, s)
-    W_ref = W_ref.to(dev, torch.float64)
-    if lr is None:
-        if optimizer == "adam":
-            lr = 1e-2
-        else:
-            zc = (X - mu).to(torch.float64)
-            lam = torch.linalg.eigvalsh(zc.T @ zc / n)
-            if not center:       # the bias couples in: the Hessian is the augmented second moment
-                m = augmented_hessian_eigvals(x_train, s)
-                lr = float(1.0 / (m.max() + m.min()))
-            else:
-                lr = optimal_gd_lr(lam, s)
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-
-    eye = torch.eye(d, dtype=dtype, device=dev)
-    if batch_size is None:                      # exact second moments of the (shifted) inputs
-        m_z = Z.mean(0)
-        A = Z.T @ Z / n + s * s * eye            # E[(z + eps)(z + eps)^T]
-        K = X.T @ Z / n                          # E[x z^T]
-        m_x = X.mean(0)
-    W = torch.zeros(d, d, dtype=dtype, device=dev)
-    b = torch.zeros(d, dtype=dtype, device=dev)
-    run = AffineDSMRun(sigma=s, optimizer=optimizer, lr=float(lr), batch_size=batch_size)
-    wanted = set(record_steps(steps, n_record))
-    ref_norm = W_ref.norm()
-
-    def record(t):
-        run.steps.append(t)
-        run.weight_errors.append(float((W.to(torch.float64) - W_ref).norm() / ref_norm))
-
-    if optimizer == "adam":
-        adam_m = [torch.zeros_like(W), torch.zeros_like(b)]
-        adam_v = [torch.zeros_like(W), torch.zeros_like(b)]
-        beta1, beta2, eps_adam = 0.9, 0.999, 1e-8
-    g = torch.Generator(device=dev).manual_seed(seed)
-    record(0)
-    for t in range(1, steps + 1):
-        if batch_size is None:
-            gW = 2 * (W @ A + torch.outer(b, m_z) - K)
-            gb = 2 * (W @ m_z + b - m_x)
-        else:
-            idx = torch.randint(0, n, (batch_size,), generator=g, device=dev)
-            y = Z[idx] + s * torch.randn(batch_size, d, generator=g, device=dev, dtype=dtype)
-            r = y @ W.T + b - X[idx]
-            gW = 2 * r.T @ y / batch_size
-            gb = 2 * r.mean(0)
-        step_lr = lr if schedule == "constant" else lr * 0.5 * (1 + math.cos(math.pi * (t - 1) / steps))
-        if optimizer == "gd":
-            W = W - step_lr * gW
-            b = b - step_lr * gb
-        else:
-            new = []
-            for i, (p, grad) in enumerate(((W, gW), (b, gb))):
-                adam_m[i] = beta1 * adam_m[i] + (1 - beta1) * grad
-                adam_v[i] = beta2 * adam_v[i] + (1 - beta2) * grad * grad
-                m_hat = adam_m[i] / (1 - beta1 ** t)
-                v_hat = adam_v[i] / (1 - beta2 ** t)
-                new.append(p - step_lr * m_hat / (v_hat.sqrt() + eps_adam))
-            W, b = new
-        if t in wanted:
-            record(t)
-    W64, b64 = W.to(torch.float64), b.to(torch.float64)
-    if center:
-        b64 = b64 - W64 @ mu.to(torch.float64)      # back to D(x) = W x + b
-    run.W, run.b = W64.cpu(), b64.cpu()
-    return run
+def regime_scale(eigvals, d: int, source: str = "") -> dict:
+    """The regimes of a spectrum (``utils.regimes.from_eigvals``) beside the paper's band mapped to
+    the same d: ``{"ours": Regimes, "paper_mapped": (lo, hi), "kept_at": {sigma: kept variance}}``."""
+    ours = from_eigvals(eigvals, source=source)
+    mapped = paper_band_mapped(d)
+    pts = [ours.sigma_low, ours.sigma_high, *mapped]
+    return {"ours": ours, "paper_mapped": mapped,
+            "kept_at": dict(zip(pts, kept_variance(eigvals, pts).tolist()))}
 
 
 # --------------------------------------------------------------------------- N versus d
@@ -342,11 +207,6 @@ def gaussian_ode_reference(gauss: GaussianDenoiser, x_T: torch.Tensor, sigmas) -
         return gauss(x_min, float(s[-1]))
 
 
-def pixel_rmse(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over images of sqrt(||a_i - b_i||^2 / d) (``utils.metrics.sample_similarity``'s RMSE)."""
-    return sample_similarity(a, b)["rmse"]
-
-
 def solver_errors(gauss: GaussianDenoiser, x_T: torch.Tensor, n_steps, solvers=("euler", "heun"),
                   sigma_min: float = 0.002, sigma_max: float = 80.0) -> dict:
     """RMSE between ``utils.edm.sample`` under D_G with n EDM steps and :func:`gaussian_ode_reference`.
@@ -363,17 +223,14 @@ def solver_errors(gauss: GaussianDenoiser, x_T: torch.Tensor, n_steps, solvers=(
             x = sample(gauss, x_T, sigma_steps(int(n), sigma_min, sigma_max), solver=solver)
             rec["n"].append(int(n))
             rec["nfe"].append(int(n) if solver == "euler" else 2 * int(n) - 1)
-            rec["rmse"].append(pixel_rmse(x, ref))
+            rec["rmse"].append(sample_similarity(x, ref)["rmse"])
         out[solver] = rec
     return out
 
 
 def convergence_order(n_steps, errors, last: int = 3) -> float:
-    """The slope -d log(error) / d log(n) fitted over the ``last`` points (1 for Euler, 2 for Heun)."""
-    n = torch.as_tensor(list(n_steps), dtype=torch.float64)[-last:].log()
-    e = torch.as_tensor(list(errors), dtype=torch.float64)[-last:].log()
-    n, e = n - n.mean(), e - e.mean()
-    return float(-(n * e).sum() / (n * n).sum())
+    """The order -d log(error) / d log(n) fitted over the ``last`` points (1 for Euler, 2 for Heun)."""
+    return -loglog_fit(list(n_steps)[-last:], list(errors)[-last:])["slope"]
 
 
 # --------------------------------------------------------------------------- tower property

@@ -1,10 +1,12 @@
-"""utils.strong: models on disjoint splits, the paired similarity tables, early stopping, Gaussian sweep."""
+"""utils.chapters.strong_generalization: models on disjoint splits, the paired similarity tables,
+early stopping, the Gaussian sweep."""
 import math
 
 import pytest
 import torch
 
-from utils import data, profiles, strong, train
+from utils import data, edm, profiles, regimes, train
+from utils.chapters import strong_generalization as strong
 from utils.denoisers import GaussianDenoiser
 
 
@@ -14,31 +16,34 @@ def _imgs(n, seed=0, scale=1.0):
 
 # --------------------------------------------------------------------------- models on splits
 
-def test_s1_of_disjoint_splits_is_the_ladder_subset_and_reuses_its_model(monkeypatch):
+def test_s1_of_disjoint_splits_is_the_ladder_subset_and_shares_its_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("HGB_ARTIFACTS", str(tmp_path))
     P = profiles.resolve("smoke")
     x = data.load(P.dataset)
     s1, s2 = data.disjoint_splits(x, 8, seed=3)
     spec = P.train_spec(8, seed=3)
-    assert strong.is_ladder_subset(spec, s1)
-    assert not strong.is_ladder_subset(spec, s2)
-    assert not strong.is_ladder_subset(P.train_spec(8, seed=4), s1)          # another seed: another subset
+    # the cache key hashes the images: S1 passed explicitly is the ladder's own run
+    assert train.spec_key(spec, s1) == train.spec_key(spec)
+    assert train.spec_key(spec, s2) != train.spec_key(spec)
 
     calls = []
     monkeypatch.setattr(train, "get_model", lambda s, x_train=None, step=None, device=None, progress=True:
-                        calls.append((x_train, step)) or len(calls))
+                        calls.append((s["seed"], x_train, step)) or len(calls))
     assert strong.train_pair(spec, s1, s2, step=5) == (1, 2)
-    assert calls[0] == (None, 5)                                              # the cached ladder run
-    assert torch.equal(calls[1][0], s2) and calls[1][1] == 5                  # S2 passed explicitly
+    assert calls[0][0] == 3 and torch.equal(calls[0][1], s1) and calls[0][2] == 5
+    assert torch.equal(calls[1][1], s2) and calls[1][2] == 5
+    strong.train_pair(spec, s1, s2, seed2=4)                                  # the seed control
+    assert calls[2][0] == 3 and calls[3][0] == 4
     with pytest.raises(ValueError, match="spec\\['n'\\]"):
-        strong.split_model(P.train_spec(9, seed=3), s1)
+        strong.train_pair(P.train_spec(9, seed=3), s1, s2)
 
 
-def test_shared_noise_is_seeded_and_scaled():
-    a = strong.shared_noise(4000, (1, 2, 2), seed=1, sigma_max=80.0)
-    assert a.shape == (4000, 1, 2, 2) and a.dtype == torch.float32
-    assert torch.equal(a, strong.shared_noise(4000, (1, 2, 2), seed=1, sigma_max=80.0))
-    assert not torch.equal(a, strong.shared_noise(4000, (1, 2, 2), seed=2, sigma_max=80.0))
-    assert float(a.std()) == pytest.approx(80.0, rel=0.03)
+def test_runs_list_every_pair_and_its_seed_control():
+    P = profiles.resolve("smoke")
+    C = P.chapter("ch5")
+    runs = strong.runs(P, seed=0)
+    expect = sum(2 + bool(p.get("seed_control")) for p in C["pairs"].values())
+    assert len(runs) == expect and all(isinstance(r, tuple) and len(r[1]) == r[0]["n"] for r in runs)
 
 
 # --------------------------------------------------------------------------- tables
@@ -106,7 +111,8 @@ def test_gaussian_phase_step_uses_each_networks_own_gaussian(monkeypatch):
     monkeypatch.setattr(strong, "train_pair", lambda spec, a, b, step=None, **kw:
                         (_Shifted(g1, shift[step]), _Shifted(g2, shift[step])))
     spec = dict(n=20, steps=8, snapshot_steps=[2, 4, 6])
-    best, crit = strong.gaussian_phase_step(spec, s1, s2, _imgs(16, 5), [0.5, 2.0])
+    R = regimes.Regimes(sigma_low=0.1, sigma_high=5.0)
+    best, crit = strong.gaussian_phase_step(spec, s1, s2, _imgs(16, 5), [0.01, 0.5, 2.0, 50.0], R)
     assert best == 4 and sorted(crit) == [2, 4, 6, 8]
     for k, v in shift.items():
         assert crit[k] == pytest.approx(v, rel=1e-5)        # swapping the splits' D_G would not give |shift|
@@ -123,25 +129,19 @@ class _Constant(_Shifted):
         return self.image.expand_as(x).clone()
 
 
-def test_snapshot_agreement_and_paired_improvement(monkeypatch):
+def test_snapshot_agreement(monkeypatch):
     s1, s2 = _imgs(20, 1), _imgs(20, 2)
     far = torch.full((1, 1, 3, 3), 20.0)
     # step 1: two novel constant images 0.1 apart; step 3: network 1 copies s1[4], network 2 is novel
     monkeypatch.setattr(strong, "train_pair", lambda spec, a, b, step=None, **kw:
                         (_Constant(far), _Constant(far + 0.1)) if step == 1 else (_Constant(s1[4:5]), _Constant(far)))
-    x_T = strong.shared_noise(8, (1, 3, 3), seed=0)
+    x_T = edm.initial_noise(8, (1, 3, 3), seed=0)
     out = strong.snapshot_agreement(dict(n=20, steps=3, snapshot_steps=[1]), s1, s2, x_T, [80.0, 1.0, 0.01])
     assert sorted(out) == [1, 3]
     assert out[1]["rmse"] == pytest.approx(0.1, rel=1e-4) and out[1]["memorized"] == 0.0
     expect = float((far - s1[4:5]).pow(2).mean().sqrt())
     assert out[3]["rmse"] == pytest.approx(expect, rel=1e-5) and out[3]["memorized"] == 0.5
 
-    before, after = torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([0.5, 1.5, 2.5, 3.5])
-    assert strong.paired_improvement(before, after) == (pytest.approx(0.5), pytest.approx(0.0))
-    mean, se = strong.paired_improvement(before, torch.tensor([1.0, 1.0, 3.0, 3.0]))
-    assert mean == pytest.approx(0.5) and se == pytest.approx((1 / 3) ** 0.5 / 2)   # diff (0, 1, 0, 1)
-    with pytest.raises(ValueError):
-        strong.paired_improvement(before, after[:3])
 
 
 # --------------------------------------------------------------------------- the Gaussian structure
@@ -157,7 +157,7 @@ def test_gaussian_agreement_improves_with_split_size(gaussian_data):
     mean, cov, g = gaussian_data
     L = torch.linalg.cholesky(cov)
     x = (mean + torch.randn(4000, 9, generator=g, dtype=torch.float64) @ L.T).to(torch.float32).reshape(-1, 1, 3, 3)
-    x_T = strong.shared_noise(64, (1, 3, 3), seed=0)
+    x_T = edm.initial_noise(64, (1, 3, 3), seed=0)
     rows = strong.gaussian_agreement(x, [5, 50, 2000], x_T, [80.0, 10.0, 1.0, 0.1, 0.002], seeds=[0, 1])
     assert [r["n"] for r in rows] == [5, 50, 2000]
     assert rows[0]["rmse"] > rows[1]["rmse"] > rows[2]["rmse"]

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils import data, edm, emergence, train
+from utils import data, edm, metrics, profiles, train
+from utils.chapters import emergence
 from utils.denoisers import EmpiricalDenoiser, GaussianDenoiser
 
 
@@ -17,7 +18,6 @@ def test_initial_denoiser_is_the_untrained_network():
     sigma = torch.tensor([0.01, 0.1, 0.47, 1.5, 4.0, 80.0])
     with torch.inference_mode():
         assert torch.allclose(net(x, sigma), emergence.initial_denoiser()(x, sigma), atol=1e-6)
-    assert emergence.c_skip(0.5) == pytest.approx(0.5)
 
 
 def test_pc_shrinkage_of_gaussian_weight_is_its_factor(gaussian_data):
@@ -46,16 +46,12 @@ def test_crossing_step_interpolates_in_log_step():
         emergence.crossing_step([0, 5], [0, 1])
 
 
-def test_rise_and_fall_and_band_mean():
+def test_rise_and_fall():
     arc = emergence.rise_and_fall([1.0, 0.5, 0.25, 0.5])
     assert arc.i_min == 2 and arc.interior and arc.fall == pytest.approx(4) and arc.rise == pytest.approx(2)
     assert not emergence.rise_and_fall([3.0, 2.0, 1.0]).interior        # still falling: no minimum inside
     assert not emergence.rise_and_fall([1.0, 2.0, 3.0]).interior
     assert emergence.early_stopping_index([3, 1, 2]) == 1
-    r = np.array([[1.0, 2.0, 3.0, 4.0]])
-    assert emergence.band_mean(r, [0.01, 0.1, 1.0, 10.0], 0.1, 2.0) == pytest.approx([2.5])
-    with pytest.raises(ValueError, match="no sigma"):
-        emergence.band_mean(r, [0.01, 0.1, 1.0, 10.0], 20, 30)
 
 
 def test_learning_times_recover_the_one_over_lambda_law():
@@ -69,14 +65,12 @@ def test_learning_times_recover_the_one_over_lambda_law():
     t = emergence.learning_times(steps, S, target, init, tol=0.2)
     expected = np.log(5) / (c * (lam + sigma ** 2))
     assert np.allclose(t, expected, rtol=0.05)
-    slope, _ = emergence.loglog_slope(1 / lam, t)
-    assert slope == pytest.approx(1.0, abs=0.03)
+    assert metrics.loglog_fit(1 / lam, t)["slope"] == pytest.approx(1.0, abs=0.03)
     pred = emergence.linear_theory_times(lam, sigma, t_ref=t[0], lam_ref=lam[0])
     assert np.allclose(pred, t, rtol=0.05)
     # a component with nothing to learn is NaN, one that never gets there is inf
     t2 = emergence.learning_times(steps[:3], S[:3, :2], [init, 5.0], init, tol=0.2, min_gap=0.01)
     assert np.isnan(t2[0]) and t2[1] == math.inf
-    assert math.isnan(emergence.loglog_slope([1.0], [2.0])[0])
 
 
 def test_evaluate_snapshots_on_closed_form_checkpoints():
@@ -86,31 +80,29 @@ def test_evaluate_snapshots_on_closed_form_checkpoints():
     G = GaussianDenoiser.fit(x_train)
     ckpts = {10: G, 20: EmpiricalDenoiser(x_train)}
     sig = edm.sigma_steps(10)
-    x_T = sig[0].item() * torch.randn(12, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    ev = emergence.evaluate_snapshots(ckpts, [10, 20], G, x_train, x_held, sig[[4, 6]], x_T, sig,
-                                      pc_sigma=0.47, pc_noise=16)
+    x_T = edm.initial_noise(12, (1, 8, 8), seed=1)
+    ev = emergence.evaluate_snapshots(ckpts, [10, 20], G, x_train, x_held, sig[[4, 6]], x_T, sig)
     assert ev.rmse.shape == (2, 2) and np.allclose(ev.rmse[0], 0, atol=1e-6) and (ev.rmse[1] > 0.01).all()
     assert ev.memorized[0] == 0.0 and ev.memorized[1] == 1.0
     assert ev.cosine[0] == pytest.approx(1.0, abs=1e-6) and ev.gl[1] < 1e-3 < ev.gl[0]
-    assert np.allclose(ev.shrinkage[0], G.shrinkage(0.47).numpy(), atol=1e-6)
     assert ev.row(20) == 1 and len(ev.samples) == 2
     with pytest.raises(KeyError):
         ev.row(30)
     # rmse=False skips the curves
     quick = emergence.evaluate_snapshots(ckpts, [10], G, x_train, x_held, sig[[4]], x_T, sig, rmse=False)
-    assert np.isnan(quick.rmse).all() and quick.shrinkage is None
+    assert np.isnan(quick.rmse).all()
+    # the curves are utils.metrics.rmse_curves on the book's noisy inputs
+    assert np.allclose(ev.rmse[1], metrics.rmse_curves({"M": (ckpts[20], G)}, x_held, sig[[4, 6]])["M"])
 
 
-def test_intermediate_band_and_shrinkage_trajectory():
+def test_shrinkage_trajectory():
     x_train = data.load("digits", n=32, seed=0)
     G = GaussianDenoiser.fit(x_train)
-    lo, hi = emergence.intermediate_band(G)
-    assert lo == 0.1 and hi ** 2 == pytest.approx(float(G.eigvals[0]))
-    assert float(G.shrinkage(hi)[0]) == pytest.approx(0.5)
     x_held = data.load("digits", n=16, seed=0, split="heldout")
     S = emergence.shrinkage_trajectory({0: emergence.initial_denoiser(), 1: G}, [0, 1], G, x_held, 0.47)
     assert S.shape == (2, 64)
-    assert np.allclose(S[0], emergence.c_skip(0.47), atol=1e-6)          # c_skip along every component
+    c_skip = float(edm.coefficients(torch.tensor(0.47), "edm")[0])
+    assert np.allclose(S[0], c_skip, atol=1e-6)                            # c_skip along every component
     assert np.allclose(S[1], G.shrinkage(0.47).numpy(), atol=1e-6)
 
 
@@ -127,19 +119,7 @@ def test_increases_with_handles_censored_onsets():
         emergence.increases_with([16, 64], [math.nan, 1.0])
 
 
-def test_schedules_match_the_training_loop():
-    spec = dict(lr=2e-3, lr_rampup_steps=200, ema_halflife_steps=100.0, ema_rampup_ratio=0.05)
-    assert emergence.lr_schedule(spec, [1, 100, 200, 5000]) == pytest.approx([1e-5, 1e-3, 2e-3, 2e-3])
-    assert emergence.ema_halflife(spec, [20, 1000, 2000, 10 ** 5]) == pytest.approx([1.0, 50.0, 100.0, 100.0])
-
-
-def test_loglog_fit_and_theory_scale():
-    x = np.array([1.0, 2.0, 4.0, 8.0])
-    fit = emergence.loglog_fit(x, 3 * x ** 1.5)
-    assert fit["slope"] == pytest.approx(1.5) and fit["intercept"] == pytest.approx(math.log(3))
-    assert fit["stderr"] == pytest.approx(0.0, abs=1e-9) and fit["n"] == 4
-    noisy = emergence.loglog_fit(x, 3 * x ** 1.5 * np.array([1.2, 0.8, 1.1, 0.9]))
-    assert 0 < noisy["stderr"] < 0.5
+def test_theory_scale():
     lam = np.array([0.5, 1.0, 2.0])
     t = 7.0 / (lam + 0.3 ** 2)
     assert emergence.theory_scale(lam, np.r_[t[:2], np.inf], 0.3) == pytest.approx(7.0)
@@ -162,3 +142,11 @@ def test_settle_step():
     assert emergence.settle_step([10, 20], [0.3, 0.5]) == 10
     with pytest.raises(ValueError, match="rel"):
         emergence.settle_step([1, 2], [1, 2], rel=-1)
+
+
+def test_runs_include_the_ladder_and_the_chapter_variants():
+    P = profiles.resolve("smoke")
+    C = P.chapter("ch4")
+    runs = emergence.runs(P)
+    assert {r["n"] for r in runs} >= set(C["onset_sizes"]) | {C["main_n"], C["ref_n"]}
+    assert any(r["steps"] == C["pc_run"]["steps"] for r in runs)

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from utils import theory
+from utils import distill, metrics
+from utils.chapters import gaussian_theory as theory
 from utils.denoisers import EmpiricalDenoiser, GaussianDenoiser
 from utils.edm import sample, sigma_steps
 
@@ -46,19 +47,23 @@ def test_tweedie_holds_for_both_closed_form_denoisers_and_fails_for_a_wrong_one(
 
 # --------------------------------------------------------------------------- Theorem 1
 
-def test_wiener_weight_is_the_gaussian_denoisers_weight():
+def test_gaussian_weight_is_the_wiener_filter_by_a_solve():
     x = _data(40)
     G = GaussianDenoiser.fit(x)
+    X = x.reshape(len(x), -1).double()
+    Z = X - X.mean(0)
+    cov = Z.T @ Z / len(X)
     for s in (0.05, 0.7, 6.0):
-        assert torch.allclose(theory.wiener_weight(x, s), G.weight(s), atol=1e-11)
+        W = torch.linalg.solve(cov + s * s * torch.eye(cov.shape[0], dtype=torch.float64), cov).T
+        assert torch.allclose(W, G.weight(s), atol=1e-10)
 
 
 def test_gd_follows_the_per_direction_prediction_and_reaches_the_wiener_filter():
     x = _data(60, shift=0.5)
     G = GaussianDenoiser.fit(x)
     s = 0.3
-    run = theory.train_affine_dsm(x, s, 400, "gd")
-    assert run.lr == pytest.approx(theory.optimal_gd_lr(G.eigvals, s), rel=1e-9)
+    run = distill.train_affine_dsm(x, s, 400, "gd")
+    assert run.lr == pytest.approx(distill.optimal_gd_lr(G.eigvals, s), rel=1e-9)
     pred = theory.gd_predicted_error(G.eigvals, s, run.lr, run.steps)
     assert run.steps[0] == 0 and run.steps[-1] == 400
     assert run.weight_errors[0] == pytest.approx(1.0)
@@ -70,7 +75,7 @@ def test_gd_follows_the_per_direction_prediction_and_reaches_the_wiener_filter()
     assert torch.allclose(run.W, G.weight(s), atol=1e-8)
     assert torch.allclose(run.b, G.bias(s), atol=1e-8)
     # a step size other than the optimum follows the same formula
-    slow = theory.train_affine_dsm(x, s, 50, "gd", lr=0.3 * run.lr)
+    slow = distill.train_affine_dsm(x, s, 50, "gd", lr=0.3 * run.lr)
     pred = theory.gd_predicted_error(G.eigvals, s, slow.lr, slow.steps)
     assert max(abs(a - b) for a, b in zip(slow.weight_errors, pred.tolist())) < 1e-10
 
@@ -79,15 +84,15 @@ def test_gd_on_raw_inputs_reaches_the_same_endpoint_more_slowly():
     x = _data(60, shift=0.8)
     G = GaussianDenoiser.fit(x)
     s = 0.5
-    m = theory.augmented_hessian_eigvals(x, s)
+    m = distill.augmented_hessian_eigvals(x, s)
     flat = x.reshape(60, -1)
     aug = torch.cat([flat, torch.ones(60, 1, dtype=torch.float64)], 1)
     M = aug.T @ aug / 60
     M[:9, :9] += s ** 2 * torch.eye(9, dtype=torch.float64)
     assert torch.allclose(m, torch.linalg.eigvalsh(M), atol=1e-10)
     assert m[-1] > G.eigvals[0] + s ** 2 + 1.0                        # ||mu||^2 inflates the top eigenvalue
-    raw = theory.train_affine_dsm(x, s, 3000, "gd", center=False)
-    cen = theory.train_affine_dsm(x, s, 3000, "gd")
+    raw = distill.train_affine_dsm(x, s, 3000, "gd", center=False)
+    cen = distill.train_affine_dsm(x, s, 3000, "gd")
     assert raw.lr < cen.lr
     assert raw.weight_errors[-1] < 1e-6
     assert torch.allclose(raw.b, G.bias(s), atol=1e-5)
@@ -100,7 +105,7 @@ def test_gd_diverges_above_the_stability_limit():
     G = GaussianDenoiser.fit(x)
     s = 0.3
     lr = 1.05 / (float(G.eigvals[0]) + s ** 2)
-    run = theory.train_affine_dsm(x, s, 200, "gd", lr=lr)
+    run = distill.train_affine_dsm(x, s, 200, "gd", lr=lr)
     assert run.weight_errors[-1] > 1.0
     assert theory.contraction_factors(G.eigvals, s, lr).max() > 1
 
@@ -108,7 +113,7 @@ def test_gd_diverges_above_the_stability_limit():
 def test_optimal_lr_balances_fastest_and_slowest_directions():
     lam = torch.tensor([4.0, 1.0, 0.1, 0.0], dtype=torch.float64)
     s = 0.2
-    lr = theory.optimal_gd_lr(lam, s)
+    lr = distill.optimal_gd_lr(lam, s)
     r = theory.contraction_factors(lam, s, lr).tolist()
     assert r[0] == pytest.approx(r[-1], rel=1e-12)
     assert max(r[1:-1]) < r[0]
@@ -129,25 +134,25 @@ def test_gd_steps_needed_inverts_the_prediction():
 def test_adam_minibatch_training_approaches_the_wiener_filter():
     x = _data(200)
     s = 0.5
-    run = theory.train_affine_dsm(x, s, 1500, "adam", lr=1e-2, batch_size=64, schedule="cosine")
+    run = distill.train_affine_dsm(x, s, 1500, "adam", lr=1e-2, batch_size=64, schedule="cosine")
     assert run.weight_errors[0] == pytest.approx(1.0)
     assert run.weight_errors[-1] < 0.1
-    exact = theory.train_affine_dsm(x, s, 1500, "adam", lr=1e-2, schedule="cosine")
+    exact = distill.train_affine_dsm(x, s, 1500, "adam", lr=1e-2, schedule="cosine")
     assert exact.weight_errors[-1] < 0.02
 
 
 def test_train_affine_dsm_validates():
     x = _data(10)
     with pytest.raises(ValueError, match="optimizer"):
-        theory.train_affine_dsm(x, 0.5, 10, "sgd")
+        distill.train_affine_dsm(x, 0.5, 10, "sgd")
     with pytest.raises(ValueError, match="schedule"):
-        theory.train_affine_dsm(x, 0.5, 10, schedule="linear")
+        distill.train_affine_dsm(x, 0.5, 10, schedule="linear")
     with pytest.raises(ValueError, match="sigma"):
-        theory.train_affine_dsm(x, 0.0, 10)
+        distill.train_affine_dsm(x, 0.0, 10)
 
 
 def test_record_steps():
-    r = theory.record_steps(1000, 10)
+    r = distill.record_steps(1000, 10)
     assert r[0] == 0 and r[-1] == 1000 and r == sorted(set(r)) and 1 in r
     assert len(r) <= 12
 
@@ -193,10 +198,10 @@ def test_heun_converges_to_the_closed_form_flow_at_second_order():
     assert errs["heun"]["rmse"][-1] < errs["euler"]["rmse"][-1] / 10
     # the reference is the exact flow: close to eq. 7 run to sigma = 0 when sigma_min is tiny
     ref = theory.gaussian_ode_reference(G, x_T, [80.0, 1e-6])
-    assert theory.pixel_rmse(ref, G.flow(x_T, 80.0, 0.0)) < 1e-6
+    assert metrics.sample_similarity(ref, G.flow(x_T, 80.0, 0.0))["rmse"] < 1e-6
     # and a very fine Heun run lands on it
     fine = sample(G, x_T, sigma_steps(400), "heun")
-    assert theory.pixel_rmse(fine, theory.gaussian_ode_reference(G, x_T, [80.0, 0.002])) < 2e-4
+    assert metrics.sample_similarity(fine, theory.gaussian_ode_reference(G, x_T, [80.0, 0.002]))["rmse"] < 2e-4
 
 
 def test_convergence_order_of_power_laws():
