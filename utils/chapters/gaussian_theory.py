@@ -31,6 +31,11 @@ from ..metrics import loglog_fit, sample_similarity
 from ..regimes import FFHQ_D, PAPER_FFHQ, from_eigvals, scaled_sigma
 
 
+def runs(P, seed: int = 0) -> list:
+    """Chapter 1 trains no network: everything here is closed form."""
+    return []
+
+
 # --------------------------------------------------------------------------- Tweedie
 
 def empirical_log_density(x: torch.Tensor, train: torch.Tensor, sigma: float) -> torch.Tensor:
