@@ -7,6 +7,13 @@
    N = 50,000 training images of d = 3,072 (CIFAR-10's shape): time, peak memory (each in its own
    process) and error against a float64 reference. Goal: peak memory <= 1 GB, exact in float64.
 3. ``GaussianDenoiser.flow`` (closed form, paper eq. 7) vs 10-step Euler sampling with D_G.
+4. Training throughput of the cpu ladder's model (8x8 digits, 32 channels, batch 64): the book's training
+   step (``utils.train``: foreach Adam, one fused EMA update, gradients cleaned only when not finite)
+   against the loop as it was before (kept here as the baseline: per-parameter Adam, EMA and
+   nan_to_num), both on two threads; and two one-thread trainings side by side (what
+   ``utils.train.train_many`` does) against one two-thread training. Goal: the two-at-once throughput
+   >= 1.3x one two-thread run.
+5. The per-chapter times of the last ``make book`` (from the execution-statistics ledger).
 
 Every number is measured here; nothing is hard-coded. Run: ``python scripts/bench.py [--quick]``.
 """
@@ -110,6 +117,81 @@ def bench_flow() -> dict:
             "euler10_rmse_to_flow": rms(euler), "heun40_rmse_to_flow": rms(heun)}
 
 
+_TRAIN_CHILD = r"""
+import copy, json, sys, time, torch
+threads, mode, steps = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+torch.set_num_threads(threads)
+from utils import profiles, train
+from utils.edm import edm_loss
+s = train.normalize_spec(profiles.resolve("cpu").train_spec(1500))
+x = train._training_images(s, None)
+if mode == "book":
+    tr = train._Trainer(s, x, "cpu")
+    step = tr.one_step
+else:                                   # the loop as it was before (the baseline)
+    torch.manual_seed(s["seed"])
+    model = train.build_denoiser(s, x.shape[1:])
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=s["lr"], betas=(0.9, 0.999), eps=1e-8)
+    k = [0]
+    def step():
+        g = torch.Generator().manual_seed(train._step_seed(s["seed"], k[0]))
+        idx = torch.randint(len(x), (s["batch_size"],), generator=g)
+        for group in opt.param_groups:
+            group["lr"] = train.learning_rate(s, k[0] + 1)
+        loss = edm_loss(model, x[idx], generator=g, uniform_share=s["sigma_uniform_share"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for p in model.parameters():
+            if p.grad is not None:
+                torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
+        opt.step()
+        k[0] += 1
+        beta = 0.5 ** (1.0 / max(train.ema_halflife(s, k[0]), 1e-8))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm.detach(), 1.0 - beta)
+for _ in range(5):
+    step()
+t = time.perf_counter()
+for _ in range(steps):
+    step()
+print(json.dumps({"steps_per_s": steps / (time.perf_counter() - t)}))
+"""
+
+
+def _train_child(threads: int, mode: str, steps: int):
+    return subprocess.Popen([sys.executable, "-c", _TRAIN_CHILD, str(threads), mode, str(steps)],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def _rate(proc) -> float:
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError("training benchmark child failed")
+    return json.loads(out.strip().splitlines()[-1])["steps_per_s"]
+
+
+def bench_training(quick: bool) -> dict:
+    steps = 30 if quick else 100
+    res = {"steps": steps}
+    for mode in ("baseline", "book"):                     # one run on two threads, alone on the machine
+        res[f"{mode}_2threads_steps_per_s"] = _rate(_train_child(2, mode, steps))
+    pair = [_train_child(1, "book", steps) for _ in range(2)]          # two one-thread runs side by side
+    res["book_two_1thread_runs_steps_per_s"] = sum(_rate(p) for p in pair)
+    res["loop_speedup"] = res["book_2threads_steps_per_s"] / res["baseline_2threads_steps_per_s"]
+    res["parallel_speedup"] = res["book_two_1thread_runs_steps_per_s"] / res["book_2threads_steps_per_s"]
+    return res
+
+
+def last_book_times() -> dict | None:
+    from utils.paths import results_dir
+    path = results_dir() / "exec_stats.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (for a fast check)")
@@ -138,6 +220,23 @@ def main() -> None:
         print(json.dumps(flow, indent=1))
         print(f"   -> 10-step Euler takes {flow['euler10_over_flow']:.1f}x the closed-form flow's time; its RMSE to "
               f"the exact flow is {flow['euler10_rmse_to_flow']:.3f} (Heun-40: {flow['heun40_rmse_to_flow']:.4f})")
+        print("4. training throughput of the cpu ladder's model ...", flush=True)
+        tr = bench_training(args.quick)
+        print(json.dumps(tr, indent=1))
+        print(f"   -> the book's training step is {tr['loop_speedup']:.2f}x the baseline loop's throughput (2 threads); "
+              f"two one-thread runs side by side give {tr['parallel_speedup']:.2f}x one two-thread run"
+              f"  [goal: >= 1.3x: {'met' if tr['parallel_speedup'] >= 1.3 else 'NOT met'}]")
+        print("5. per-chapter times of the last make book ...", flush=True)
+        stats = last_book_times()
+        if stats is None:
+            print("   (no execution-statistics ledger yet: run make book first)")
+        else:
+            for rec in stats.get("notebooks", {}).values():
+                print(f"   {rec.get('path', '?'):<45} {rec.get('profile', '?'):<6} {rec.get('status', '?'):<7} "
+                      f"{rec.get('seconds', float('nan')):8.1f} s")
+            for key in ("total_seconds", "prepare_seconds"):
+                if key in stats:
+                    print(f"   {key}: {stats[key]:.0f} s")
 
 
 if __name__ == "__main__":
