@@ -91,3 +91,15 @@ def test_record_claims_validates_inputs(results):
 def test_claims_table_html_escapes_and_colours():
     html = book.ClaimsTable([Claim("x < y & z", "p", "o", False)], "gpu")._repr_html_()
     assert "x &lt; y &amp; z" in html and "FAIL" in html and "0 / 1 claims reproduced at profile gpu" in html
+
+
+def test_glue_converts_numbers_and_checks_arguments():
+    assert book.glue("a_number", np.float64(0.25)) == np.float64(0.25)
+    assert book.glue("a_tensor", torch.tensor(3)).item() == 3
+    book.glue("a_text", "0.1 / 0.2")
+    with pytest.raises(ValueError, match="identifier"):
+        book.glue("not a name", 1.0)
+    with pytest.raises(ValueError, match="one value"):
+        book.glue("two", torch.zeros(2))
+    with pytest.raises(TypeError, match="number or a string"):
+        book.glue("a_list", [1, 2])

@@ -87,3 +87,24 @@ def test_runs_list_the_ladder_and_the_width_sweep():
     runs = gen.runs(P, seed=0)
     assert [r["n"] for r in runs] == list(P.train_sizes) + [P.scale_n] * len(P.scales)
     assert [r["model_channels"] for r in runs[len(P.train_sizes):]] == list(P.scales)
+
+
+def test_verdict_helpers():
+    assert gen.relative_spread([1.0, 1.1, 0.9]) == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        gen.relative_spread([1.0])
+    st = metrics.sample_stats(_images(30, seed=1), _images(10))
+    assert gen.gl_standard_error(st) == pytest.approx(float(st.rel_dist.std()) / math.sqrt(30))
+    assert 0 < gen.GL_FAR < 1 and 0 < gen.GL_TOLERANCE < 1 and gen.GENERALIZING < gen.MEMORIZING
+
+
+def test_report_band_summaries():
+    train = _images(12, side=4)
+    grid = edm.sigma_steps(10)
+    D_G = GaussianDenoiser.fit(train)
+    R = regimes.from_eigvals(D_G.eigvals)
+    x_T = edm.initial_noise(4, (1, 4, 4), seed=0, dtype=torch.float64)
+    rep = gen.evaluate_model(lambda x, s: x, train, x_T, _images(8, seed=3, side=4), grid, R, seed=0, D_G=D_G)
+    assert rep.rmse_G_lowest == pytest.approx(rep.rmse_G[-1])
+    assert rep.rmse_G_band("intermediate") == pytest.approx(rep.rmse_G_intermediate)
+    assert rep.rmse_G_lowest > 0.1            # N = 12 < d = 16: held-out inputs leave the training span

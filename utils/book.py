@@ -82,6 +82,32 @@ def repo_commit() -> str | None:
         return None
 
 
+# --------------------------------------------------------------------------- numbers in prose
+
+def glue(name: str, value, display: bool = False):
+    """Store ``value`` under ``name`` for the page's prose (MyST-NB's glue): the markdown writes
+    ``{glue:text}`name:.3f``` and the built page shows the number this run measured. numpy and
+    one-element torch values become python numbers (so a format spec applies); strings are stored as
+    they are. Returns ``value``. Where ``myst_nb`` is not installed (Colab), nothing is stored."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"glue name must be an identifier-like string, got {name!r}")
+    v = value
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1:
+            raise ValueError(f"glue {name!r}: a tensor must hold one value, got shape {tuple(v.shape)}")
+        v = v.item()
+    if isinstance(v, np.generic):
+        v = v.item()
+    if not isinstance(v, (bool, int, float, str)):
+        raise TypeError(f"glue {name!r}: value must be a number or a string, got {type(value).__name__}")
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:
+        return value
+    _glue(name, v, display=display)
+    return value
+
+
 # --------------------------------------------------------------------------- claims
 
 def _as_bool(value, name: str) -> bool:
