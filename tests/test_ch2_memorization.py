@@ -108,3 +108,22 @@ def test_report_band_summaries():
     assert rep.rmse_G_lowest == pytest.approx(rep.rmse_G[-1])
     assert rep.rmse_G_band("intermediate") == pytest.approx(rep.rmse_G_intermediate)
     assert rep.rmse_G_lowest > 0.1            # N = 12 < d = 16: held-out inputs leave the training span
+
+
+def unglued_references(stem):
+    """Names a notebook's markdown quotes with {glue:text}`name` that no glue("name", ...) call of its
+    code stores (an f-string name such as f"draws_{s}_edm" matches any word in place of {s})."""
+    import json
+    import re
+    from pathlib import Path
+    nb = json.loads((Path(__file__).resolve().parent.parent / "book" / f"{stem}.ipynb").read_text(encoding="utf-8"))
+    md = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    used = set(re.findall(r"\{glue:(?:text|md|any)\}`([A-Za-z_][A-Za-z0-9_]*)", md))
+    patterns = [re.escape(n) for n in re.findall(r"""\bglue\(\s*["']([^"'{}]+)["']""", code)]
+    patterns += [re.sub(r"\\\{[^}]*\\\}", r"\\w+", re.escape(n)) for n in re.findall(r"""\bglue\(\s*f["']([^"']+)["']""", code)]
+    return sorted(n for n in used if not any(re.fullmatch(p, n) for p in patterns))
+
+
+def test_every_number_quoted_in_prose_is_glued():
+    assert unglued_references("02_memorization_generalization") == []

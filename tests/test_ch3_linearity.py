@@ -90,3 +90,8 @@ def test_off_distribution_inputs():
     assert y.shape == (2, 3, 16, 16) and torch.equal(y[:, 0], y[:, 2])
     with pytest.raises(ValueError, match="integer factor"):
         L.off_distribution_inputs("patches", (1, 6, 6), 2)
+
+
+def test_every_number_quoted_in_prose_is_glued():
+    from test_ch2_memorization import unglued_references
+    assert unglued_references("03_linearity") == []

@@ -88,7 +88,8 @@ def glue(name: str, value, display: bool = False):
     """Store ``value`` under ``name`` for the page's prose (MyST-NB's glue): the markdown writes
     ``{glue:text}`name:.3f``` and the built page shows the number this run measured. numpy and
     one-element torch values become python numbers (so a format spec applies); strings are stored as
-    they are. Returns ``value``. Where ``myst_nb`` is not installed (Colab), nothing is stored."""
+    they are. Returns None (so that a cell ending in ``glue(...)`` shows nothing). Where ``myst_nb``
+    is not installed (Colab), nothing is stored."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"glue name must be an identifier-like string, got {name!r}")
     v = value
@@ -103,9 +104,8 @@ def glue(name: str, value, display: bool = False):
     try:
         from myst_nb import glue as _glue
     except ImportError:
-        return value
+        return None
     _glue(name, v, display=display)
-    return value
 
 
 # --------------------------------------------------------------------------- claims
