@@ -71,6 +71,12 @@ def test_asymmetry():
     assert L.asymmetry(GaussianDenoiser.fit(_images(40)).weight(1.0)) < 1e-12
     with pytest.raises(ValueError, match="square"):
         L.asymmetry(torch.zeros(2, 3))
+    B = torch.eye(50, dtype=torch.float64)[:, :3]                       # restriction to 3 coordinates
+    S = A + A.T
+    S[:3, 3:] += 1.0                                                     # asymmetric only outside the block
+    assert L.asymmetry(S, B) == 0.0 and L.asymmetry(S) > 0
+    with pytest.raises(ValueError, match="basis"):
+        L.asymmetry(A, torch.zeros(4, 2))
 
 
 def test_largest_drop():

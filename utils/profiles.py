@@ -115,7 +115,8 @@ _CHAPTERS = {
                     tower_n_noise=2),
         "ch2": dict(n_show=4, n_denoise=2, loss_window=5, curve_steps=10),
         "ch3": dict(n_pairs=4, lin_steps=10, alpha2=[0.99, 0.5], n_distill=64, n_noise=2, adam_epochs=3,
-                    align_k=8, sv_sigma=1.5017, n_sv=8, n_show=6, n_rmse=32, off_dataset="patches"),
+                    align_k=8, sv_sigma=1.5017, n_sv=8, n_show=6, n_rmse=32, off_dataset="patches",
+                    expected_to_fail={}),
         "ch5": dict(pairs={"large": dict(n=64, seed_control=True),
                            "small": dict(n=8, overrides=dict(steps=30, snapshot_steps=[5, 10, 20])),
                            "narrow": dict(n=8, overrides=dict(steps=30, model_channels=4, snapshot_steps=[]),
@@ -143,7 +144,18 @@ _CHAPTERS = {
         # constants in utils/chapters/linearity.py.
         "ch3": dict(n_pairs=100, lin_steps=40, alpha2=[0.99, 0.8675, 0.745, 0.6225, 0.5], n_distill=297,
                     n_noise=16, adam_epochs=100, align_k=20, sv_sigma=1.5017, n_sv=16, n_show=10, n_rmse=297,
-                    off_dataset="patches"),
+                    off_dataset="patches",
+                    # Claims that the cpu build measured not to hold, with the reason (the chapter's page
+                    # shows the measurements); each is still evaluated, and reported as passing if it holds.
+                    expected_to_fail=dict(
+                        alpha_every_sigma="in the low regime, where the five scores are all close to 1, the curves "
+                                          "of the two most even mixes cross; the minimum over sigma orders with "
+                                          "alpha^2 (next claim)",
+                        clearly_smaller="the second memorizing network, N = 64 = d, copies only part of its samples "
+                                        "and its distilled map is already close to D_G",
+                        symmetric="the asymmetric part of W_L lies mostly outside the leading principal components "
+                                  "(see the restricted value), in low-variance directions that training constrains "
+                                  "least; W_L grows more symmetric with N (previous claim)")),
         # Pairs of disjoint splits: the two halves of the 1,500 digits (as the paper halves FFHQ and
         # CIFAR-10; S1 is the ladder's N = 750 run), and N = 2d = 128, the smallest split whose Gaussian
         # models agree (chapter 5's sweep), trained twice as long as the ladder because memorization
@@ -178,7 +190,7 @@ _CHAPTERS = {
         # off_dataset for CIFAR-10 (3x32x32): grey 16x16 patches, pixel-doubled and repeated over RGB.
         "ch3": dict(n_pairs=100, lin_steps=40, alpha2=[0.99, 0.8675, 0.745, 0.6225, 0.5], n_distill=10000,
                     n_noise=4, adam_epochs=100, align_k=100, sv_sigma=4.0661, n_sv=25, n_show=10, n_rmse=1000,
-                    off_dataset="patches"),
+                    off_dataset="patches", expected_to_fail={}),
         "ch5": dict(pairs={"large": dict(n=25000, overrides=dict(model_channels=64), seed_control=True),
                            "small": dict(n=782),
                            "narrow": dict(n=782, overrides=dict(model_channels=4, snapshot_steps=[]),

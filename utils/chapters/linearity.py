@@ -127,12 +127,19 @@ def aligned_singular_vectors(W: torch.Tensor, W_ref: torch.Tensor, k: int, shape
     return images(U), images(U_ref)
 
 
-def asymmetry(W: torch.Tensor) -> float:
+def asymmetry(W: torch.Tensor, basis: torch.Tensor | None = None) -> float:
     """||W - W^T||_F / ||W||_F of a square matrix (paper Fig. 14a): 0 for a symmetric matrix such as
-    W_G = U diag(lambda / (lambda + s^2)) U^T, about sqrt(2) for a matrix of independent entries."""
+    W_G = U diag(lambda / (lambda + s^2)) U^T, about sqrt(2) for a matrix of independent entries.
+    With ``basis`` (d, k orthonormal columns, e.g. the top principal components) the same for the
+    restriction B^T W B of W to that subspace."""
     if not isinstance(W, torch.Tensor) or W.ndim != 2 or W.shape[0] != W.shape[1]:
         raise ValueError(f"W must be a square matrix, got {getattr(W, 'shape', type(W).__name__)}")
     W = W.to(torch.float64)
+    if basis is not None:
+        if not isinstance(basis, torch.Tensor) or basis.ndim != 2 or basis.shape[0] != W.shape[0]:
+            raise ValueError(f"basis must be a ({W.shape[0]}, k) matrix, got {getattr(basis, 'shape', type(basis).__name__)}")
+        B = basis.to(W.device, torch.float64)
+        W = B.T @ W @ B
     return float((W - W.T).norm() / W.norm().clamp_min(1e-300))
 
 
