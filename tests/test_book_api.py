@@ -91,3 +91,27 @@ def test_record_claims_validates_inputs(results):
 def test_claims_table_html_escapes_and_colours():
     html = book.ClaimsTable([Claim("x < y & z", "p", "o", False)], "gpu")._repr_html_()
     assert "x &lt; y &amp; z" in html and "FAIL" in html and "0 / 1 claims reproduced at profile gpu" in html
+
+
+def test_glue_converts_numbers_and_checks_arguments():
+    assert book.glue("a_number", np.float64(0.25)) is None
+    book.glue("a_tensor", torch.tensor(3))
+    book.glue("a_text", "0.1 / 0.2")
+    with pytest.raises(ValueError, match="identifier"):
+        book.glue("not a name", 1.0)
+    with pytest.raises(ValueError, match="one value"):
+        book.glue("two", torch.zeros(2))
+    with pytest.raises(TypeError, match="number or a string"):
+        book.glue("a_list", [1, 2])
+
+
+def test_claim_expected_to_fail_lets_the_run_decide():
+    held = Claim("c", "< 0.05", "0.01", True, expected_to_fail="too few training steps")
+    assert held.status == "pass" and "expected not to hold" in held.ours and "it held nonetheless" in held.ours
+    failed = Claim("c", "< 0.05", "0.3", False, expected_to_fail="too few training steps")
+    assert failed.status == "not reproduced" and "it did not" in failed.ours
+    assert Claim("c", "p", "o", False).status == "FAIL"
+    with pytest.raises(ValueError, match="not both"):
+        Claim("c", "p", "o", False, reproduced=False, expected_to_fail="why")
+    with pytest.raises(TypeError):
+        Claim("c", "p", "o", True, expected_to_fail=True)

@@ -87,3 +87,43 @@ def test_runs_list_the_ladder_and_the_width_sweep():
     runs = gen.runs(P, seed=0)
     assert [r["n"] for r in runs] == list(P.train_sizes) + [P.scale_n] * len(P.scales)
     assert [r["model_channels"] for r in runs[len(P.train_sizes):]] == list(P.scales)
+
+
+def test_verdict_helpers():
+    assert gen.relative_spread([1.0, 1.1, 0.9]) == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        gen.relative_spread([1.0])
+    st = metrics.sample_stats(_images(30, seed=1), _images(10))
+    assert gen.gl_standard_error(st) == pytest.approx(float(st.rel_dist.std()) / math.sqrt(30))
+    assert 0 < gen.GL_FAR < 1 and 0 < gen.GL_TOLERANCE < 1 and gen.GENERALIZING < gen.MEMORIZING
+
+
+def test_report_band_summaries():
+    train = _images(12, side=4)
+    grid = edm.sigma_steps(10)
+    D_G = GaussianDenoiser.fit(train)
+    R = regimes.from_eigvals(D_G.eigvals)
+    x_T = edm.initial_noise(4, (1, 4, 4), seed=0, dtype=torch.float64)
+    rep = gen.evaluate_model(lambda x, s: x, train, x_T, _images(8, seed=3, side=4), grid, R, seed=0, D_G=D_G)
+    assert rep.rmse_G_lowest == pytest.approx(rep.rmse_G[-1])
+    assert rep.rmse_G_band("intermediate") == pytest.approx(rep.rmse_G_intermediate)
+    assert rep.rmse_G_lowest > 0.1            # N = 12 < d = 16: held-out inputs leave the training span
+
+
+def unglued_references(stem):
+    """Names a notebook's markdown quotes with {glue:text}`name` that no glue("name", ...) call of its
+    code stores (an f-string name such as f"draws_{s}_edm" matches any word in place of {s})."""
+    import json
+    import re
+    from pathlib import Path
+    nb = json.loads((Path(__file__).resolve().parent.parent / "book" / f"{stem}.ipynb").read_text(encoding="utf-8"))
+    md = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    used = set(re.findall(r"\{glue:(?:text|md|any)\}`([A-Za-z_][A-Za-z0-9_]*)", md))
+    patterns = [re.escape(n) for n in re.findall(r"""\bglue\(\s*["']([^"'{}]+)["']""", code)]
+    patterns += [re.sub(r"\\\{[^}]*\\\}", r"\\w+", re.escape(n)) for n in re.findall(r"""\bglue\(\s*f["']([^"']+)["']""", code)]
+    return sorted(n for n in used if not any(re.fullmatch(p, n) for p in patterns))
+
+
+def test_every_number_quoted_in_prose_is_glued():
+    assert unglued_references("02_memorization_generalization") == []

@@ -54,18 +54,50 @@ def test_sample_many_and_paired_rmse():
     assert d[("G", "G again")] == 0.0 and d[("G", "M")] > 0
 
 
-def test_training_draws_and_trained_sigmas():
-    assert L.training_draws_above(math.exp(-1.2), 1000) == pytest.approx(500.0)
-    assert L.training_draws_above(80.0, 10 ** 6) < L.training_draws_above(1.0, 10 ** 6)
-    # paper.md §2.3: P(sigma_train > 4.07) ~ 0.015, P(> 42.4) ~ 1.9e-5
-    assert L.training_draws_above(4.0661, 10 ** 6) == pytest.approx(1.5e4, rel=0.05)
-    assert L.training_draws_above(42.4152, 10 ** 7) == pytest.approx(190, rel=0.05)
+def test_trained_sigmas():
     grid = [80.0, 42.4152, 21.1087, 9.7232, 4.0661, 1.5017, 0.47, 0.1166, 0.0204, 0.002]
-    assert L.trained_sigmas(grid, 2000 * 64) == [False] * 4 + [True] * 6          # the cpu ladder
+    assert L.trained_sigmas(grid, 2000 * 64) == [False] * 4 + [True] * 6          # pure EDM p(sigma)
     assert L.trained_sigmas(grid, 100_000 * 256) == [False] * 2 + [True] * 8      # the gpu ladder
     assert L.trained_sigmas(grid, L.PAPER_IMAGES_SEEN)[1]                         # the reference itself
-    # a fifth of log-uniform draws on [0.002, 80]: P(sigma > 42.4) = 0.2 ln(80/42.4) / ln(40000)
-    p = 0.2 * math.log(80 / 42.4152) / math.log(80 / 0.002)
-    assert L.training_draws_above(42.4152, 10 ** 6, uniform_share=0.2) == pytest.approx(
-        10 ** 6 * (p + 0.8 * 1.9e-5), rel=0.05)
-    assert L.trained_sigmas(grid, 2000 * 64, uniform_share=0.2)[1:] == [True] * 9
+    # a fifth of the draws log-uniform on [0.002, 80]: every level but sigma_max is trained
+    assert L.trained_sigmas(grid, 2000 * 64, uniform_share=0.2) == [False] + [True] * 9
+
+
+def test_asymmetry():
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(50, 50, generator=g, dtype=torch.float64)
+    assert L.asymmetry(A + A.T) == 0.0
+    assert L.asymmetry(A) == pytest.approx(math.sqrt(2), rel=0.1)
+    assert L.asymmetry(GaussianDenoiser.fit(_images(40)).weight(1.0)) < 1e-12
+    with pytest.raises(ValueError, match="square"):
+        L.asymmetry(torch.zeros(2, 3))
+    B = torch.eye(50, dtype=torch.float64)[:, :3]                       # restriction to 3 coordinates
+    S = A + A.T
+    S[:3, 3:] += 1.0                                                     # asymmetric only outside the block
+    assert L.asymmetry(S, B) == 0.0 and L.asymmetry(S) > 0
+    with pytest.raises(ValueError, match="basis"):
+        L.asymmetry(A, torch.zeros(4, 2))
+
+
+def test_largest_drop():
+    rising = [[0.9, 0.5, 1.0], [0.95, 0.7, 1.0], [0.99, 0.9, 1.0]]         # rows: alpha^2 = 0.5, 0.75, 0.99
+    assert L.largest_drop(rising, [0.5, 0.75, 0.99]) == 0.0
+    assert L.largest_drop(rising[::-1], [0.99, 0.75, 0.5]) == 0.0          # order of the rows does not matter
+    assert L.largest_drop(rising, [0.99, 0.75, 0.5]) == pytest.approx(0.4)  # falls by 0.4 at sigma #2
+    with pytest.raises(ValueError):
+        L.largest_drop([[1.0]], [0.5])
+
+
+def test_off_distribution_inputs():
+    x = L.off_distribution_inputs("patches", (1, 8, 8), 6, seed=0)
+    assert x.shape == (6, 1, 8, 8) and x.min() >= -1 and x.max() <= 1
+    assert torch.equal(x, L.off_distribution_inputs("patches", (1, 8, 8), 6, seed=0))
+    y = L.off_distribution_inputs("digits", (3, 16, 16), 2, seed=1)
+    assert y.shape == (2, 3, 16, 16) and torch.equal(y[:, 0], y[:, 2])
+    with pytest.raises(ValueError, match="integer factor"):
+        L.off_distribution_inputs("patches", (1, 6, 6), 2)
+
+
+def test_every_number_quoted_in_prose_is_glued():
+    from test_ch2_memorization import unglued_references
+    assert unglued_references("03_linearity") == []

@@ -105,3 +105,15 @@ def test_fetch_verifies_checksum(tmp_path):
     with pytest.raises(ValueError, match="checksum mismatch"):
         data.fetch("http://unused", f, "0" * 32)
     assert not f.exists() and f.with_suffix(".bin.bad").exists()
+
+
+def test_downsample_average_pools():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    y = data.downsample(x, 2)
+    assert y.shape == (2, 1, 2, 2)
+    assert y[0, 0, 0, 0] == pytest.approx((0 + 1 + 4 + 5) / 4)
+    assert torch.equal(data.downsample(x, 1), x)
+    p = data.downsample(data.load("patches", n=5), 2)
+    assert p.shape == (5, 1, 8, 8) and p.min() >= -1 and p.max() <= 1
+    with pytest.raises(ValueError, match="multiple"):
+        data.downsample(x, 3)

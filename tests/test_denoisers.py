@@ -146,3 +146,9 @@ def test_bad_constructor_inputs():
         EmpiricalDenoiser(_data(4), chunk_size=0)
     with pytest.raises(ValueError, match="expects d = 9"):
         EmpiricalDenoiser(_data(4))(torch.zeros(1, 1, 2, 2), 1.0)
+
+
+def test_identity_denoiser():
+    from utils.denoisers import apply, identity
+    x = torch.randn(3, 1, 2, 2)
+    assert torch.equal(apply(identity, x, 0.5), x)

@@ -97,3 +97,18 @@ def test_sample_bad_inputs():
         sample(G, z, [1.0, 0.0])
     with pytest.raises(ValueError, match="x_T"):
         sample(G, torch.zeros(2, 16), [1.0])
+
+
+def test_training_draws_above():
+    import math
+    from utils.edm import training_draws_above
+    assert training_draws_above(math.exp(-1.2), 1000) == pytest.approx(500.0)
+    assert training_draws_above(80.0, 10 ** 6) < training_draws_above(1.0, 10 ** 6)
+    # paper.md §2.3: P(sigma_train > 4.07) ~ 0.015, P(> 42.4) ~ 1.9e-5
+    assert training_draws_above(4.0661, 10 ** 6) == pytest.approx(1.5e4, rel=0.05)
+    assert training_draws_above(42.4152, 10 ** 7) == pytest.approx(190, rel=0.05)
+    # a fifth of log-uniform draws on [0.002, 80]: P(sigma > 42.4) = 0.2 ln(80/42.4) / ln(40000)
+    p = 0.2 * math.log(80 / 42.4152) / math.log(80 / 0.002)
+    assert training_draws_above(42.4152, 10 ** 6, uniform_share=0.2) == pytest.approx(10 ** 6 * (p + 0.8 * 1.9e-5), rel=0.05)
+    with pytest.raises(ValueError):
+        training_draws_above(1.0, 10, uniform_share=1.0)

@@ -89,3 +89,14 @@ def test_alignment_summary_and_signs():
     different = metrics.singular_alignment(W, Q[:, [5, 4, 3, 2, 1, 0]] @ torch.diag(torch.arange(6.0, 0, -1).double())
                                     @ Q[:, [5, 4, 3, 2, 1, 0]].T, 3)
     assert different["subspace"] < 1e-9
+
+
+def test_trend_over_a_ladder():
+    from utils.metrics import TREND_MIN, trend
+    assert trend([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4]) == (1.0, True)
+    rho, ok = trend([1, 2, 3, 4], [0.1, 0.3, 0.2, 0.4])           # one neighbouring swap: rho = 0.8
+    assert rho == pytest.approx(0.8) and ok and TREND_MIN == 0.8
+    assert trend([1, 2, 3, 4, 5], [5, 4, 3, 1, 2], rising=False)[1]
+    assert not trend([1, 2, 3, 4], [0.4, 0.1, 0.3, 0.2])[1]
+    with pytest.raises(ValueError):
+        trend([1, 2], [1, 2], minimum=0)

@@ -83,6 +83,20 @@ def load(name: str, n: int | None = None, seed: int = 0, split: str = "train") -
     return images[idx].clone()
 
 
+def downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Average-pool images (N, C, H, W) over ``factor`` x ``factor`` blocks: (N, C, H/f, W/f) in x's
+    dtype (the mean of values in [-1, 1] stays in [-1, 1]). H and W must be multiples of ``factor``.
+    E.g. ``downsample(load("patches"), 2)``: natural-image patches at the 8x8 size of the digits."""
+    from .checks import as_images
+    as_images(x, "x")
+    positive_int(factor, "factor")
+    h, w = x.shape[-2:]
+    if h % factor or w % factor:
+        raise ValueError(f"image size {h}x{w} is not a multiple of factor = {factor}")
+    n, c = x.shape[:2]
+    return x.reshape(n, c, h // factor, factor, w // factor, factor).mean(dim=(3, 5))
+
+
 def disjoint_splits(x: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Two disjoint random subsets of ``x``, each of size ``n`` (paper §5: S1 and S2)."""
     if not isinstance(x, torch.Tensor) or x.ndim < 2:

@@ -8,6 +8,7 @@ callable, so a trained network (``utils.edm.EDMPrecond``), D_G, D_M and D_L are 
 * :class:`EmpiricalDenoiser` -- D_M, the optimal denoiser of the training set (paper eq. 5).
 * :class:`AffineDenoiser` -- D_L(x) = W vec(x) + b (paper eq. 8).
 * :class:`PerSigmaDenoiser` -- one denoiser per noise level (the distilled D_L of a grid).
+* :func:`identity` -- D(x) = x, the sigma -> 0 limit of every EDM-preconditioned denoiser (paper App. D).
 * :func:`apply` -- the one batched call of any denoiser, under ``torch.inference_mode()``.
 """
 from __future__ import annotations
@@ -43,6 +44,13 @@ def apply(denoiser, x: torch.Tensor, sigma, batch_size: int = 512) -> torch.Tens
             out.append(checked_output(denoiser(xb, sb), xb, denoiser, sb))
     return torch.cat(out)
 
+
+def identity(x: torch.Tensor, sigma=None) -> torch.Tensor:
+    """The identity denoiser D(x; sigma) = x: what every EDM-preconditioned denoiser tends to as
+    sigma -> 0 (c_skip -> 1, c_out -> 0; paper App. D, Fig. 15), and the reference of "D ~ identity"
+    (e.g. ``metrics.rmse_curves({"net": (net, identity)}, ...)``)."""
+    as_images(x)
+    return x
 
 
 def _shrink(lam: torch.Tensor, var) -> torch.Tensor:

@@ -6,7 +6,8 @@
   (the paper's Baseline-VE, App. A) and ``"dae"`` (no preconditioning: the network predicts x,
   App. G.2). ``EDMPrecond(net)`` is ``Precond(net, "edm")``.
 * ``edm_loss`` (ln s ~ N(-1.2, 1.2^2), optionally mixed with a log-uniform share), ``ve_loss`` and
-  ``dae_loss``: the matching training losses (paper.md §2.3).
+  ``dae_loss``: the matching training losses (paper.md §2.3); ``training_draws_above``: how many
+  training draws a run spends above a noise level.
 * ``initial_noise``: the starting states x_T = sigma_max * eps of a sampling run (one convention).
 * ``sample`` / ``sample_many``: the deterministic probability-flow ODE with Euler (paper eq. 4) or Heun.
 
@@ -135,6 +136,21 @@ def edm_training_sigmas(batch: int, generator: torch.Generator | None = None, un
         log_uniform = math.log(SIGMA_MIN) + u * (math.log(SIGMA_MAX) - math.log(SIGMA_MIN))
         log_s = torch.where(pick, log_uniform, log_s)
     return log_s.exp().to(device)
+
+
+def training_draws_above(sigma: float, images_seen: int, uniform_share: float = 0.0) -> float:
+    """Expected number of training draws with noise level above ``sigma`` for a network that saw
+    ``images_seen`` training images, with sigma drawn by :func:`edm_training_sigmas` (EDM's log-normal,
+    a share ``uniform_share`` of it replaced by log-uniform draws on [SIGMA_MIN, SIGMA_MAX])."""
+    s = float(as_sigma(sigma, 1)[0])
+    positive_int(images_seen, "images_seen")
+    if not 0.0 <= uniform_share < 1.0:
+        raise ValueError(f"uniform_share must lie in [0, 1), got {uniform_share}")
+    z = (math.log(s) - P_MEAN) / P_STD
+    p_lognormal = 0.5 * math.erfc(z / math.sqrt(2))
+    lo, hi = math.log(SIGMA_MIN), math.log(SIGMA_MAX)
+    p_uniform = min(1.0, max(0.0, (hi - math.log(s)) / (hi - lo)))
+    return images_seen * ((1 - uniform_share) * p_lognormal + uniform_share * p_uniform)
 
 
 def edm_loss(denoiser, x: torch.Tensor, generator: torch.Generator | None = None,

@@ -14,7 +14,8 @@ samples                        :func:`sample_stats` (GL score eq. 14, nearest-ne
                                :func:`sample_similarity`, :func:`nearest_distances`
 weights                        :func:`weight_nmse`, :func:`singular_vector_alignment`,
                                :func:`singular_alignment`
-statistics                     :func:`paired_difference`, :func:`loglog_fit`, :func:`rank_correlation`
+statistics                     :func:`paired_difference`, :func:`loglog_fit`, :func:`rank_correlation`,
+                               :func:`trend` (a stated trend over a whole ladder, :data:`TREND_MIN`)
 =============================  ==================================================================
 """
 from __future__ import annotations
@@ -30,6 +31,14 @@ from .data import NoisyInputs
 from .denoisers import apply
 
 MEMORIZED_RATIO = 1 / 3          # NN ratio below which a sample counts as a copy (Gu et al., Yoon et al.)
+# A model *memorizes* when more than this share of its samples are copies (``SampleStats.memorized``):
+# the book's one split of a ladder into memorizing and generalizing models (chapters 2-4).
+MEMORIZING_FRACTION = 0.5
+# A trend the paper states ("grows with N", "rises with width") holds over a ladder when Spearman's
+# rank correlation reaches this (:func:`trend`): rho = 0.8 lets one pair of neighbours of a 4-point
+# sweep, or up to two of a 5-point ladder, be out of order (sampling noise), never a reversal; on a
+# 3-point ladder it asks for a monotone sequence.
+TREND_MIN = 0.8
 
 
 # --------------------------------------------------------------------------- denoisers
@@ -350,3 +359,12 @@ def rank_correlation(x, y) -> float:
     rx, ry = rx - rx.mean(), ry - ry.mean()
     den = math.sqrt((rx @ rx) * (ry @ ry))
     return float(rx @ ry / den) if den > 0 else 0.0
+
+
+def trend(x, y, rising: bool = True, minimum: float = TREND_MIN) -> tuple:
+    """``(rho, holds)``: :func:`rank_correlation` of ``y`` with ``x`` and whether the stated trend
+    holds over the whole sequence: rho >= ``minimum`` if ``rising``, rho <= -``minimum`` otherwise."""
+    if not 0 < minimum <= 1:
+        raise ValueError(f"minimum must lie in (0, 1], got {minimum}")
+    rho = rank_correlation(x, y)
+    return rho, bool(rho >= minimum if rising else rho <= -minimum)

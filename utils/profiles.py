@@ -113,9 +113,10 @@ _CHAPTERS = {
                     lowsigma_datasets=["digits"], lowsigma_ratios=[0.25, 1.0, 4.0],
                     tower_n_train=200, tower_sigmas=[0.1166, 4.0661], tower_claim_sigma=0.1166,
                     tower_n_noise=2),
-        "ch2": dict(n_show=4, n_denoise=2, loss_window=5),
+        "ch2": dict(n_show=4, n_denoise=2, loss_window=5, curve_steps=10),
         "ch3": dict(n_pairs=4, lin_steps=10, alpha2=[0.99, 0.5], n_distill=64, n_noise=2, adam_epochs=3,
-                    align_k=8, sv_sigma=1.5017, n_sv=8, n_show=6, n_rmse=32),
+                    align_k=8, sv_sigma=1.5017, n_sv=8, n_show=6, n_rmse=32, off_dataset="patches",
+                    expected_to_fail={}),
         "ch5": dict(pairs={"large": dict(n=64, seed_control=True),
                            "small": dict(n=8, overrides=dict(steps=30, snapshot_steps=[5, 10, 20])),
                            "narrow": dict(n=8, overrides=dict(steps=30, model_channels=4, snapshot_steps=[]),
@@ -133,9 +134,28 @@ _CHAPTERS = {
                     lowsigma_ratios=[1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1, 1.5, 2, 4, 16],
                     tower_n_train=1500, tower_sigmas=[0.0204, 0.1166, 0.47, 1.5017, 4.0661, 9.7232],
                     tower_claim_sigma=0.1166, tower_n_noise=32),
-        "ch2": dict(n_show=10, n_denoise=3, loss_window=50),
+        # curve_steps: the RMSE curves use the 40-step EDM grid, not the sampler's 10 levels: the
+        # intermediate regime of 8x8 digits spans one decade of sigma, which holds only two levels of
+        # the 10-step grid (0.47, 1.5) and eight of the 40-step one. Which N and widths are compared,
+        # thresholds and trend minima: constants in utils/chapters/memorization.py.
+        "ch2": dict(n_show=10, n_denoise=3, loss_window=50, curve_steps=40),
+        # off_dataset: inputs from another distribution for distillation (paper: CelebA-HQ for its FFHQ
+        # networks): natural-image patches average-pooled from 16x16 to the digits' 8x8. Thresholds:
+        # constants in utils/chapters/linearity.py.
         "ch3": dict(n_pairs=100, lin_steps=40, alpha2=[0.99, 0.8675, 0.745, 0.6225, 0.5], n_distill=297,
-                    n_noise=16, adam_epochs=100, align_k=20, sv_sigma=1.5017, n_sv=16, n_show=10, n_rmse=297),
+                    n_noise=16, adam_epochs=100, align_k=20, sv_sigma=1.5017, n_sv=16, n_show=10, n_rmse=297,
+                    off_dataset="patches",
+                    # Claims that the cpu build measured not to hold, with the reason (the chapter's page
+                    # shows the measurements); each is still evaluated, and reported as passing if it holds.
+                    expected_to_fail=dict(
+                        alpha_every_sigma="in the low regime, where the five scores are all close to 1, the curves "
+                                          "of the two most even mixes cross; the minimum over sigma orders with "
+                                          "alpha^2 (next claim)",
+                        clearly_smaller="the second memorizing network, N = 64 = d, copies only part of its samples "
+                                        "and its distilled map is already close to D_G",
+                        symmetric="the asymmetric part of W_L lies mostly outside the leading principal components "
+                                  "(see the restricted value), in low-variance directions that training constrains "
+                                  "least; W_L grows more symmetric with N (previous claim)")),
         # Pairs of disjoint splits: the two halves of the 1,500 digits (as the paper halves FFHQ and
         # CIFAR-10; S1 is the ladder's N = 750 run), and N = 2d = 128, the smallest split whose Gaussian
         # models agree (chapter 5's sweep), trained twice as long as the ladder because memorization
@@ -166,9 +186,11 @@ _CHAPTERS = {
                     lowsigma_ratios=[1 / 16, 1 / 4, 1 / 2, 3 / 4, 1, 1.5, 2, 4],
                     tower_n_train=1000, tower_sigmas=[0.1166, 1.5017],
                     tower_claim_sigma=0.1166, tower_n_noise=1000),
-        "ch2": dict(n_show=8, n_denoise=3, loss_window=1000),
+        "ch2": dict(n_show=8, n_denoise=3, loss_window=1000, curve_steps=40),
+        # off_dataset for CIFAR-10 (3x32x32): grey 16x16 patches, pixel-doubled and repeated over RGB.
         "ch3": dict(n_pairs=100, lin_steps=40, alpha2=[0.99, 0.8675, 0.745, 0.6225, 0.5], n_distill=10000,
-                    n_noise=4, adam_epochs=100, align_k=100, sv_sigma=4.0661, n_sv=25, n_show=10, n_rmse=1000),
+                    n_noise=4, adam_epochs=100, align_k=100, sv_sigma=4.0661, n_sv=25, n_show=10, n_rmse=1000,
+                    off_dataset="patches", expected_to_fail={}),
         "ch5": dict(pairs={"large": dict(n=25000, overrides=dict(model_channels=64), seed_control=True),
                            "small": dict(n=782),
                            "narrow": dict(n=782, overrides=dict(model_channels=4, snapshot_steps=[]),

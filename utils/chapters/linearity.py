@@ -8,29 +8,54 @@ paper's Adam recipe on the same pairs), ``utils.metrics.rmse_curves`` (eq. 10) a
 * :func:`memorization` -- samples of a denoiser from the book's initial noises and their
   memorized fraction, the measured criterion that splits the ladder into memorizing and
   generalizing models;
-* :func:`training_draws_above` and :func:`trained_sigmas` -- how many training draws a network saw
-  above each sigma under the training p(sigma), compared with the paper's networks at the sigma where
-  the paper itself calls them under-trained;
+* :func:`trained_sigmas` -- whether a network saw, above each sigma, as many training draws
+  (``utils.edm.training_draws_above``) as the paper's networks saw above the sigma where the paper
+  itself calls them under-trained;
 * :func:`aligned_singular_vectors` -- singular vectors of W_L and W_G as images, signs matched;
+* :func:`asymmetry` -- ||W - W^T||_F / ||W||_F (paper Fig. 14a);
+* :func:`largest_drop` -- how far a score falls, at the worst sigma, as alpha^2 grows (paper Fig. 10);
+* :func:`off_distribution_inputs` -- clean images of another dataset at the data's shape (the
+  paper distils its FFHQ networks on CelebA-HQ);
 * :func:`weight_errors`, :func:`matched_n_noise`, :func:`paired_rmse` -- small bookkeeping.
+
+The constants below are the chapter's analysis choices, fixed before any result was looked at.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from .. import edm, metrics
-from ..checks import as_images, as_sigma, positive_int
+from .. import data, edm, metrics
+from ..checks import as_images, positive_int
 
 # A model whose samples are copies (NN ratio < 1/3) more often than this counts as memorizing.
-MEMORIZED_THRESHOLD = 0.5
+MEMORIZED_THRESHOLD = metrics.MEMORIZING_FRACTION
 # The paper calls its EDM networks under-trained at sigma in {42.4, 80} (App. G.2); its FFHQ ladder
 # networks saw 70,246,400 training images (paper.md §2.5), all with EDM's log-normal p(sigma).
 PAPER_UNDERTRAINED_SIGMA = 42.4152
 PAPER_IMAGES_SEEN = 70_246_400
 # The paper's alpha^2 values for the alpha sweep (its code: linspace(0.99, 0.5, 5); Fig. 10).
 PAPER_ALPHA2 = (0.99, 0.8675, 0.745, 0.6225, 0.5)
+
+# --------------------------------------------------------------------------- analysis choices
+# The paper's own numbers, kept as its claims state them.
+PAPER_LS_MIN = 0.96          # minimum linearity score of its largest (generalizing) models (§3.1, Fig. 1)
+PAPER_CLOSE = 0.05           # RMSE "close" between denoisers (Fig. 2: D_L vs D_G at every sigma, and the regimes)
+PAPER_WEIGHT_NMSE = 0.2      # ||W_L - W_G||_F / ||W_G||_F below this "for most sigma" (Fig. 4 left)
+# "Most sigma": more than this share of the noise levels of the grid.
+MOST = 0.5
+# Fig. 4 right: the top-k singular subspaces of W_L and W_G "align" when their overlap (mean squared
+# cosine of the principal angles, utils.metrics.singular_alignment) reaches ALIGN_MIN, averaged over the
+# intermediate regime; two random k-dimensional subspaces of R^d overlap by k/d (0.31 at the cpu profile).
+ALIGN_MIN = 0.8
+# Fig. 14a: W_L is "nearly symmetric" when ||W - W^T||_F / ||W||_F (averaged over the intermediate
+# regime) is below SYMMETRY_MAX; a matrix of independent entries scores about sqrt(2) = 1.41, W_G 0.
+SYMMETRY_MAX = 0.1
+# Fig. 10: "the score rises as alpha^2 -> 1 at every sigma", up to the resolution of a cosine of
+# float32 network outputs (~1e-7 relative each): a fall smaller than this is round-off, not a trend.
+COSINE_RESOLUTION = 1e-6
+# "Clearly smaller" (RMSE(D_L, D_G) of the generalizing network against the memorizing ones, and the
+# tower-property control): at most this factor of the other.
+CLEARLY = 0.5
 
 
 def runs(P, seed: int = 0) -> list:
@@ -40,26 +65,13 @@ def runs(P, seed: int = 0) -> list:
 
 # --------------------------------------------------------------------------- training coverage
 
-def training_draws_above(sigma: float, images_seen: int, uniform_share: float = 0.0) -> float:
-    """Expected number of training draws with noise level above ``sigma`` for a network that saw
-    ``images_seen`` training images, under EDM's ln s ~ N(P_mean, P_std^2) mixed with a share
-    ``uniform_share`` of log-uniform draws on [SIGMA_MIN, SIGMA_MAX] (``utils.edm.edm_training_sigmas``)."""
-    s = float(as_sigma(sigma, 1)[0])
-    positive_int(images_seen, "images_seen")
-    z = (math.log(s) - edm.P_MEAN) / edm.P_STD
-    p_lognormal = 0.5 * math.erfc(z / math.sqrt(2))
-    lo, hi = math.log(edm.SIGMA_MIN), math.log(edm.SIGMA_MAX)
-    p_uniform = min(1.0, max(0.0, (hi - math.log(s)) / (hi - lo)))
-    return images_seen * ((1 - uniform_share) * p_lognormal + uniform_share * p_uniform)
-
-
 def trained_sigmas(sigmas, images_seen: int, uniform_share: float = 0.0,
                    reference_sigma: float = PAPER_UNDERTRAINED_SIGMA,
                    reference_images: int = PAPER_IMAGES_SEEN) -> list:
     """For each sigma: did the network see at least as many training draws above it as the paper's
     networks saw above ``reference_sigma``, where the paper reports them under-trained?"""
-    need = training_draws_above(reference_sigma, reference_images)
-    return [training_draws_above(float(s), images_seen, uniform_share) >= need
+    need = edm.training_draws_above(reference_sigma, reference_images)
+    return [edm.training_draws_above(float(s), images_seen, uniform_share) >= need
             for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten().tolist()]
 
 
@@ -113,6 +125,58 @@ def aligned_singular_vectors(W: torch.Tensor, W_ref: torch.Tensor, k: int, shape
         return M.reshape(k, *shape).to(torch.float32)
 
     return images(U), images(U_ref)
+
+
+def asymmetry(W: torch.Tensor, basis: torch.Tensor | None = None) -> float:
+    """||W - W^T||_F / ||W||_F of a square matrix (paper Fig. 14a): 0 for a symmetric matrix such as
+    W_G = U diag(lambda / (lambda + s^2)) U^T, about sqrt(2) for a matrix of independent entries.
+    With ``basis`` (d, k orthonormal columns, e.g. the top principal components) the same for the
+    restriction B^T W B of W to that subspace."""
+    if not isinstance(W, torch.Tensor) or W.ndim != 2 or W.shape[0] != W.shape[1]:
+        raise ValueError(f"W must be a square matrix, got {getattr(W, 'shape', type(W).__name__)}")
+    W = W.to(torch.float64)
+    if basis is not None:
+        if not isinstance(basis, torch.Tensor) or basis.ndim != 2 or basis.shape[0] != W.shape[0]:
+            raise ValueError(f"basis must be a ({W.shape[0]}, k) matrix, got {getattr(basis, 'shape', type(basis).__name__)}")
+        B = basis.to(W.device, torch.float64)
+        W = B.T @ W @ B
+    return float((W - W.T).norm() / W.norm().clamp_min(1e-300))
+
+
+def largest_drop(scores, alpha2) -> float:
+    """How far a score falls as alpha^2 grows, at the worst sigma: the largest s(a_i) - s(a_j) over
+    alpha^2 values a_i < a_j and every column (sigma) of ``scores`` (len(alpha2), n_sigmas). <= 0 when
+    the score never falls (paper Fig. 10: it rises as alpha^2 -> 1 at every sigma)."""
+    v = torch.as_tensor(scores, dtype=torch.float64)
+    a = torch.as_tensor(alpha2, dtype=torch.float64).flatten()
+    if v.ndim != 2 or v.shape[0] != len(a) or len(a) < 2:
+        raise ValueError(f"scores must be (len(alpha2) >= 2, n_sigmas), got {tuple(v.shape)} for {len(a)} alphas")
+    v = v[torch.argsort(a)]
+    running_max = torch.cummax(v, 0).values            # best score at any smaller alpha^2
+    return float((running_max[:-1] - v[1:]).max())
+
+
+def off_distribution_inputs(name: str, shape, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` held-out images of dataset ``name`` (all of them if it has fewer; a seeded subset) brought
+    to image ``shape`` (C, H, W): average-pooled
+    (``utils.data.downsample``) or pixel-repeated by an integer factor, grey repeated over C channels.
+    Inputs from another distribution than the training data, for distillation (paper: CelebA-HQ
+    inputs for its FFHQ networks)."""
+    positive_int(n, "n")
+    C, H, W = (int(v) for v in shape)
+    x = data.load(name, split="heldout", n=min(n, len(data.load(name, split="heldout"))), seed=seed)
+    h, w = x.shape[-2:]
+    if h != w or H != W or max(h, H) % min(h, H):
+        raise ValueError(f"cannot bring {name!r} images of size {h}x{w} to {H}x{W} by an integer factor")
+    if h > H:
+        x = data.downsample(x, h // H)
+    elif h < H:
+        x = x.repeat_interleave(H // h, -2).repeat_interleave(W // w, -1)
+    if x.shape[1] != C:
+        if x.shape[1] != 1:
+            raise ValueError(f"cannot bring {x.shape[1]}-channel {name!r} images to {C} channels")
+        x = x.expand(-1, C, -1, -1).clone()
+    return x
 
 
 def paired_rmse(finals: dict) -> dict:
