@@ -4,6 +4,9 @@
     python scripts/build_book.py                 # run every notebook at profile cpu, then build
     python scripts/build_book.py --no-run        # build from the executed copies already there
 
+0. ``scripts/prepare_models.py`` trains every model the chapters need, one process per core (two
+   small trainings side by side use two cores better than one on two threads); the notebooks then
+   load them from the cache (``--no-prepare`` skips this: each notebook trains what it needs).
 1. ``scripts/run_notebooks.py`` executes every toc notebook into ``_build/executed/`` and renders
    the results and execution-statistics pages into ``_build/generated/``.
 2. The staging folder ``_build/src/`` gets ``_config.yml``, ``_toc.yml`` and ``book/`` with every
@@ -22,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import book_pages  # noqa: E402
+import prepare_models  # noqa: E402
 import run_notebooks  # noqa: E402
 
 REPO = book_pages.REPO
@@ -112,8 +116,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-run", action="store_true", help="do not execute the notebooks first")
     ap.add_argument("--profile", default="cpu", help="profile to execute the notebooks at (default cpu)")
+    ap.add_argument("--no-prepare", action="store_true",
+                    help="do not train the chapters' models up front (each notebook trains what it needs)")
     args, run_args = ap.parse_known_args(argv)
 
+    if not args.no_run and not args.no_prepare:
+        rc = prepare_models.main(["--profile", args.profile])
+        if rc:
+            print("build_book: training the models failed; the notebooks were not run", file=sys.stderr)
+            return rc
     if not args.no_run:
         rc = run_notebooks.main(["--profile", args.profile, *run_args])
         if rc:

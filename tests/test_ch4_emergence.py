@@ -150,3 +150,30 @@ def test_runs_include_the_ladder_and_the_chapter_variants():
     runs = emergence.runs(P)
     assert {r["n"] for r in runs} >= set(C["onset_sizes"]) | {C["main_n"], C["ref_n"]}
     assert any(r["steps"] == C["pc_run"]["steps"] for r in runs)
+
+
+def test_cumulative_lr_and_what_a_minimum_tracks():
+    from utils import profiles
+    P = profiles.resolve("smoke")
+    spec = P.train_spec(P.train_sizes[0], lr_rampup_steps=200)
+    c = emergence.cumulative_lr(spec, [0, 100, 200, 400])
+    assert c[0] == 0 and c[1] == pytest.approx(100 * 101 / 2 / 200)
+    assert c[2] == pytest.approx(200 * 201 / 400) and c[3] == pytest.approx(c[2] + 200)
+    long = dict(spec, lr_rampup_steps=600)
+    # the minimum moved with the ramp-up: 200 -> 600
+    assert emergence.minimum_tracks(200, spec, 600, long)["best"] == emergence.HYPOTHESES[0]
+    # it stayed at the same step
+    assert emergence.minimum_tracks(200, spec, 200, long)["best"] == emergence.HYPOTHESES[2]
+    # it moved to where the summed learning rate is the same (about 100.5 units: step ~347 under R = 600)
+    same = emergence.minimum_tracks(200, spec, 347, long)
+    assert same["best"] == emergence.HYPOTHESES[1] and same["predicted"][emergence.HYPOTHESES[1]] == pytest.approx(347, abs=2)
+    with pytest.raises(ValueError):
+        emergence.minimum_tracks(200, dict(spec, lr_rampup_steps=0), 300, long)
+
+
+def test_onset_rank_correlation_censors_at_the_top():
+    inf = float("inf")
+    assert emergence.onset_rank_correlation([1, 2, 3, 4], [10, 20, inf, inf]) == pytest.approx(1.0, abs=0.06)
+    assert emergence.onset_rank_correlation([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    with pytest.raises(ValueError):
+        emergence.onset_rank_correlation([1, 2], [1.0, float("nan")])

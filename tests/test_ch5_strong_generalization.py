@@ -78,6 +78,17 @@ def test_pair_report_on_copies_and_on_agreeing_novel_samples():
         strong.pair_report(novel, novel[:3], gauss, gauss, s1, s2)
 
 
+def test_beyond_copies_is_claim_ones_criterion():
+    s1, s2 = _imgs(10, 1), _imgs(10, 2)
+    gauss = _imgs(4, 3)
+    copies = strong.pair_report(s1[[0, 3, 5, 7]], s2[[1, 1, 2, 9]], gauss, gauss, s1, s2)
+    pair, nn, ok = strong.beyond_copies(copies)
+    assert nn == 0.0 and pair > 0 and not ok
+    novel = _imgs(4, 4) + 10.0
+    pair, nn, ok = strong.beyond_copies(strong.pair_report(novel, novel + 1e-3, gauss, gauss, s1, s2))
+    assert pair == pytest.approx(1e-3, rel=1e-3) and nn > 1 and ok
+
+
 def test_figure_rows_take_each_nearest_image_from_its_own_split():
     s1, s2 = _imgs(6, 1), _imgs(6, 2)
     a = s1[[4, 2]] + 1e-3

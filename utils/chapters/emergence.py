@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import torch
 
-from .. import edm, metrics
+from .. import edm, metrics, train
 from ..checks import as_images, as_sigma
 from ..distill import fit_affine, train_affine_dsm
 
@@ -289,3 +289,60 @@ def increases_with(sizes, onsets) -> bool:
             if n[j] > n[i] and not (t[i] < t[j] or (np.isinf(t[i]) and np.isinf(t[j]))):
                 return False
     return True
+
+
+def onset_rank_correlation(sizes, onsets) -> float:
+    """Spearman's rank correlation (``utils.metrics.rank_correlation``) of the memorization onsets
+    with the training-set sizes over the whole ladder. An onset censored at the end of training (inf:
+    no onset within the run) ranks above every measured one, tied with the other censored onsets."""
+    n = np.asarray(sizes, dtype=float)
+    t = np.asarray(onsets, dtype=float)
+    if n.shape != t.shape or n.ndim != 1:
+        raise ValueError(f"sizes and onsets must be 1-d of one length, got {n.shape} and {t.shape}")
+    if np.isnan(t).any():
+        raise ValueError("onsets must not be NaN (use inf for 'not within training')")
+    fin = t[np.isfinite(t)]
+    top = (fin.max() + 1.0) if len(fin) else 1.0
+    return metrics.rank_correlation(n, np.where(np.isfinite(t), t, top))
+
+
+# --------------------------------------------------------------------------- what the minimum follows
+
+def cumulative_lr(spec: dict, steps) -> np.ndarray:
+    """The summed learning rate over steps 1..t, in units of the peak rate, for each t of ``steps``
+    (``utils.train.learning_rate``): the number of full-rate steps the run has taken by step t
+    (t - R/2 after a linear ramp-up of R steps, t^2 / 2R inside it)."""
+    k = np.asarray(steps, dtype=float)
+    if k.ndim != 1 or (k < 0).any():
+        raise ValueError(f"steps must be a 1-d array of steps >= 0, got {k!r}")
+    top = int(k.max()) if len(k) else 0
+    peak = float(train.learning_rate(spec, 10 ** 12))
+    c = np.concatenate([[0.0], np.cumsum(train.learning_rate(spec, np.arange(1, top + 1)))]) / peak
+    return c[k.astype(int)]
+
+
+HYPOTHESES = ("the end of the lr ramp-up", "an amount of training (summed learning rate)",
+              "a number of steps")
+
+
+def minimum_tracks(step_a: float, spec_a: dict, step_b: float, spec_b: dict) -> dict:
+    """Which quantity the step of a minimum follows when only the lr ramp-up changes between two runs.
+
+    Run a (ramp-up R_a) has its minimum at ``step_a``, run b (R_b) at ``step_b``. Each hypothesis of
+    :data:`HYPOTHESES` predicts where b's minimum should be: at ``step_a * R_b / R_a`` (it sits at the
+    same point of the ramp-up), at the step where b's summed learning rate (:func:`cumulative_lr`)
+    equals a's at ``step_a`` (the same amount of training), or at ``step_a`` (a fixed number of steps,
+    e.g. set by the data). Returns ``{"predicted": {hypothesis: step}, "log_error": {hypothesis:
+    |log(step_b / predicted)|}, "best": the hypothesis with the smallest error}``."""
+    ra, rb = train.normalize_spec(spec_a)["lr_rampup_steps"], train.normalize_spec(spec_b)["lr_rampup_steps"]
+    if ra < 1 or rb < 1:
+        raise ValueError(f"both runs need an lr ramp-up, got {ra} and {rb} steps")
+    if not (step_a > 0 and step_b > 0):
+        raise ValueError(f"steps must be > 0, got {step_a} and {step_b}")
+    target = float(cumulative_lr(spec_a, [int(round(step_a))])[0])
+    horizon = int(max(step_a, step_b) * (rb / ra + 2)) + rb + 1
+    cb = cumulative_lr(spec_b, np.arange(horizon + 1))
+    same_training = float(np.searchsorted(cb, target))
+    pred = dict(zip(HYPOTHESES, (step_a * rb / ra, same_training, float(step_a))))
+    err = {h: abs(math.log(step_b / max(p, 1e-12))) for h, p in pred.items()}
+    return {"predicted": pred, "log_error": err, "best": min(err, key=err.get)}

@@ -242,3 +242,13 @@ def gaussian_agreement(x: torch.Tensor, sizes, x_T: torch.Tensor, sigmas, seeds=
         rows.append({"n": int(n), "cosine": sum(cos) / len(cos), "rmse": float(t.mean()),
                      "rmse_std": float(t.std()) if len(t) > 1 else 0.0, "cov_dist": sum(cov) / len(cov)})
     return rows
+
+
+def beyond_copies(report: dict) -> tuple[float, float, bool]:
+    """The chapter's criterion of strong generalization for one pair (claim 1): ``(pair RMSE,
+    nearest-image RMSE of the closer network, pair RMSE < nearest-image RMSE)``. The two networks'
+    samples from the same noises are closer to each other than either network's samples are to their
+    nearest training images in S1 ∪ S2, so the pair agrees on something that is not a training image."""
+    pair = float(report["pairs"]["network S1 ~ network S2"]["rmse"])
+    nn = min(float(report["nearest"]["network S1"]["rmse_nn"]), float(report["nearest"]["network S2"]["rmse_nn"]))
+    return pair, nn, pair < nn
