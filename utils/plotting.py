@@ -14,8 +14,22 @@ SIGMA_LABEL = r"noise level $\sigma$ (std, images in $[-1, 1]$)"
 def set_theme() -> None:
     """The book's seaborn theme (call once per notebook; ``utils.book.setup`` does)."""
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
-    matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 120, "figure.autolayout": False,
+    matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "figure.autolayout": False,
                                 "axes.titlesize": "medium", "image.cmap": "gray"})
+    _sharp_inline_figures()
+
+
+def _sharp_inline_figures() -> None:
+    """In a notebook kernel, draw inline figures as pixel-doubled ("retina") PNGs: sharp on
+    high-density screens, shown at their normal size (the PNG carries its display width, which
+    MyST-NB keeps). Outside IPython (scripts, tests) nothing happens."""
+    try:
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        set_matplotlib_formats("retina")
 
 
 def to_display(images: torch.Tensor) -> np.ndarray:
