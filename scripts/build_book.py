@@ -10,7 +10,8 @@
 1. ``scripts/run_notebooks.py`` executes every toc notebook into ``_build/executed/`` and renders
    the results and execution-statistics pages into ``_build/generated/``.
 2. The staging folder ``_build/src/`` gets ``_config.yml``, ``_toc.yml`` and ``book/`` with every
-   notebook replaced by its executed copy and the two placeholder pages by the generated ones.
+   notebook replaced by its executed copy (whose Colab cell checks out the commit built) and the
+   two placeholder pages by the generated ones.
 3. ``jupyter-book build _build/src -W`` (warnings are errors) writes ``_build/html``.
 4. Guards: every toc entry has its page, and every chapter page shows at least one figure.
 """
@@ -38,6 +39,7 @@ def stage() -> list[str]:
     """Fill ``_build/src`` from the repo, the executed notebooks and the generated pages.
     Returns the problems found (missing, stale or failed executed copies, missing pages)."""
     problems = []
+    ref = build_ref()
     files = book_pages.toc_files(REPO)
     from utils import paths
     stats_path = paths.results_dir() / "exec_stats.json"
@@ -63,7 +65,7 @@ def stage() -> list[str]:
         if run.get("status") != "ok":
             problems.append(f"{rel}: its last run did not succeed ({run.get('status', 'no record')})")
         (STAGE / rel).parent.mkdir(parents=True, exist_ok=True)
-        _stage_notebook(executed, STAGE / rel)
+        _stage_notebook(executed, STAGE / rel, ref)
     for entry in book_pages.GENERATED:
         generated = BUILD / "generated" / (Path(entry).name + ".md")
         if not generated.is_file():
@@ -73,13 +75,30 @@ def stage() -> list[str]:
     return problems
 
 
-def _stage_notebook(executed: Path, dest: Path) -> None:
-    """Copy an executed notebook, folding away the Colab bootstrap cell (it does nothing here)."""
-    from utils.colab import FIRST_CELL
+def build_ref() -> str | None:
+    """The commit the book is built from (full hash), or None outside a git checkout. With local
+    changes it is still HEAD's commit (a warning says the staged notebooks may differ from it)."""
+    from utils.book import repo_commit
+
+    commit = repo_commit(short=False)
+    if commit and commit.endswith("+dirty"):
+        commit = commit.removesuffix("+dirty")
+        print(f"build_book: warning: local changes are not committed; the notebooks' Colab cell checks out "
+              f"{commit[:12]}, which does not contain them", file=sys.stderr)
+    return commit
+
+
+def _stage_notebook(executed: Path, dest: Path, ref: str | None = None) -> None:
+    """Copy an executed notebook, folding away the Colab bootstrap cell (it does nothing here) and,
+    given ``ref`` (a commit), making that cell check out ``ref``: a notebook downloaded from the
+    built book then runs the code it was built with."""
+    from utils.colab import FIRST_CELL, first_cell
 
     nb = json.loads(executed.read_text(encoding="utf-8"))
     for cell in nb.get("cells", []):
         if cell.get("cell_type") == "code" and "".join(cell.get("source", "")).strip() == FIRST_CELL.strip():
+            if ref:
+                cell["source"] = first_cell(ref=ref).splitlines(keepends=True)
             tags = cell.setdefault("metadata", {}).setdefault("tags", [])
             if "hide-input" not in tags:
                 tags.append("hide-input")

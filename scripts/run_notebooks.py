@@ -33,7 +33,11 @@ KERNEL = "python3"
 # Target wall time of a whole-book run per profile (a run over it warns); --budget, which fails
 # the run, defaults to 2x this: a guard against a runaway chapter, with room for a slower machine.
 # Measured 2026-11-26 on the 2-core CI machine: 1,616 s at cpu from scratch (no cached models).
-TARGET_S = {"smoke": 300, "cpu": 1500, "gpu": 6 * 3600}
+# colab: about an hour per chapter on a free T4 (estimated). gpu: the paper's scale, days: no guard.
+TARGET_S = {"smoke": 300, "cpu": 1500, "colab": 5 * 3600, "gpu": 6 * 3600}
+NO_BUDGET = ("gpu",)
+# Seconds per cell at the CPU profiles; the GPU profiles train for hours in one cell: no timeout.
+CELL_TIMEOUT_S = {"smoke": 1800.0, "cpu": 1800.0, "colab": None, "gpu": None}
 
 
 def use_this_python_for_kernel() -> str:
@@ -64,7 +68,7 @@ def host_info() -> dict:
             "platform": f"{platform.system()} {platform.machine()}", "cpus": os.cpu_count()}
 
 
-def execute(src: Path, dst: Path, profile: str, cell_timeout: float, log_output: bool = True) -> dict:
+def execute(src: Path, dst: Path, profile: str, cell_timeout: float | None, log_output: bool = True) -> dict:
     """Run one notebook with papermill; return its exec-stats record (never raises on a cell error)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -114,13 +118,14 @@ def describe_failure(stem: str, rec: dict, executed: Path) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "gpu", "auto"))
+    ap.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "colab", "gpu", "auto"))
     ap.add_argument("--only", action="append", metavar="STEM",
                     help="run only this notebook (file name without .ipynb); repeatable")
-    ap.add_argument("--cell-timeout", type=float, default=1800.0,
-                    help="seconds per cell (default 1800: a cell may train several models)")
+    ap.add_argument("--cell-timeout", type=float, default=None,
+                    help="seconds per cell (default 1800 at smoke / cpu, where a cell may train several "
+                         "models; none at colab / gpu; 0: none)")
     ap.add_argument("--budget", type=float, default=None,
-                    help="seconds for the whole run (default 2 x the profile's target; 0: none)")
+                    help="seconds for the whole run (default 2 x the profile's target, none at gpu; 0: none)")
     ap.add_argument("--fail-fast", action="store_true", help="stop at the first failing notebook")
     ap.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
     args = ap.parse_args(argv)
@@ -129,7 +134,14 @@ def main(argv=None) -> int:
     from utils import paths, profiles
 
     profile = profiles.resolve(args.profile).name if args.profile == "auto" else args.profile
-    budget = args.budget if args.budget is not None else 2.0 * TARGET_S[profile]
+    if profile in profiles.CUDA_PROFILES:
+        try:                         # fail here, not in every notebook, when there is no GPU
+            profiles.resolve(profile)
+        except RuntimeError as e:
+            raise SystemExit(f"run_notebooks: {e}") from None
+    budget = args.budget if args.budget is not None else (0 if profile in NO_BUDGET else 2.0 * TARGET_S[profile])
+    cell_timeout = args.cell_timeout if args.cell_timeout is not None else CELL_TIMEOUT_S[profile]
+    cell_timeout = cell_timeout or None                          # 0: no timeout
 
     try:
         notebooks = book_pages.toc_notebooks(REPO)
@@ -159,7 +171,8 @@ def main(argv=None) -> int:
         stats["commit"] = None
 
     print(f"running {len(notebooks)} notebook(s) at profile {profile!r}; budget "
-          f"{budget:.0f} s; results -> {results}", flush=True)
+          f"{f'{budget:.0f} s' if budget else 'none'}; cell timeout "
+          f"{f'{cell_timeout:.0f} s' if cell_timeout else 'none'}; results -> {results}", flush=True)
     failures, t_start = [], time.perf_counter()
     for i, nb in enumerate(notebooks):
         elapsed = time.perf_counter() - t_start
@@ -173,7 +186,7 @@ def main(argv=None) -> int:
         dst = BUILD / "executed" / nb.relative_to(REPO)
         print(f"\n=== [{i + 1}/{len(notebooks)}] {nb.relative_to(REPO)} (profile {profile}) ===", flush=True)
         (results / f"{nb.stem}.json").unlink(missing_ok=True)     # never show a stale ledger
-        rec = execute(nb, dst, profile, args.cell_timeout, log_output=not args.quiet)
+        rec = execute(nb, dst, profile, cell_timeout, log_output=not args.quiet)
         if rec["status"] == "ok" and not (results / f"{nb.stem}.json").is_file():
             rec.update(status="failed", error={"cell_index": None, "exec_count": None, "ename": "NoLedger",
                                                "evalue": "the notebook wrote no results ledger: its last "

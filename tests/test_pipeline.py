@@ -90,7 +90,7 @@ def test_chapter_conventions(path):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert md and re.match(r"#\s+\S", md[0].source), "the first markdown cell must start with '# Title'"
     assert code and code[0].source.strip() == FIRST_CELL.strip(), \
-        "the first code cell must be exactly utils.colab.FIRST_CELL"
+        "the first code cell must be exactly utils.colab.FIRST_CELL (python -m utils.colab sync <notebook>)"
 
     params = [i for i, c in enumerate(code) if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1, "exactly one code cell must be tagged 'parameters'"
@@ -159,13 +159,29 @@ def test_write_pages(tmp_path):
     assert all(p.read_text().startswith("# ") for p in out)
 
 
-def test_staged_notebook_folds_the_colab_cell(tmp_path):
+def test_staged_notebook_folds_the_colab_cell_and_pins_the_commit(tmp_path):
+    from utils.colab import first_cell
     src = tmp_path / "in.ipynb"
     src.write_text(FIXTURE.read_text())
     build_book._stage_notebook(src, tmp_path / "out.ipynb")
     nb = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "hide-input" in code[0].metadata["tags"] and "hide-input" not in code[1].metadata.get("tags", [])
+    assert code[0].source == FIRST_CELL
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    build_book._stage_notebook(src, tmp_path / "out.ipynb", ref=sha)      # a built notebook: its commit
+    code = [c for c in nbformat.read(tmp_path / "out.ipynb", as_version=4).cells if c.cell_type == "code"]
+    assert code[0].source == first_cell(ref=sha) and f'"{sha}"' in code[0].source
+    assert "hide-input" in code[0].metadata["tags"]
+
+
+def test_build_ref_is_the_full_head_commit():
+    from utils.book import repo_commit
+    ref = build_book.build_ref()
+    short = repo_commit()
+    if ref is None:
+        pytest.skip("not a git checkout")
+    assert re.fullmatch(r"[0-9a-f]{40}", ref) and ref.startswith(short.removesuffix("+dirty"))
 
 
 # --------------------------------------------------------------------------- HTML checks

@@ -13,8 +13,9 @@ Notebook conventions (tests/test_pipeline.py checks 1-3 and 6 for every chapter 
 6. The last code cell builds a list of :class:`Claim` and calls
    ``utils.book.record_claims("<notebook stem>", claims, P)``.
 
-At the ``cpu`` and ``gpu`` profiles :func:`record_claims` raises if a claim marked as reproduced
-did not pass, so ``make book`` fails on broken science. A claim that honest effort cannot
+At the ``cpu``, ``colab`` and ``gpu`` profiles :func:`record_claims` raises if a claim marked as
+reproduced did not pass, so ``make book`` fails on broken science (not under the smoke budget of
+``utils.profiles``, which cuts a profile's sizes and steps to test its code paths). A claim that honest effort cannot
 reproduce at a scale is recorded with ``reproduced=False``, explained in the text, and left out of
 the asserts; a threshold is never moved to make the build green. At ``smoke`` nothing is asserted.
 """
@@ -33,7 +34,7 @@ import torch
 
 from . import paths, plotting, profiles
 
-ASSERTED_PROFILES = ("cpu", "gpu")
+ASSERTED_PROFILES = ("cpu", "colab", "gpu")
 LEDGER_KEYS = ("claim", "paper", "ours", "profile", "passed", "reproduced")
 
 
@@ -62,18 +63,25 @@ def header(prof: profiles.Profile, seed: int) -> str:
         device = f"cuda ({torch.cuda.get_device_name(0)})"
     elif device == "cpu":
         device = f"cpu ({torch.get_num_threads()} threads)"
-    rows = [("profile", prof.name), ("seed", str(seed)), ("device", device),
+        if prof.name in profiles.CUDA_PROFILES:
+            device += " -- a GPU profile on the CPU by opt-in (allow_cpu / HGB_ALLOW_CPU)"
+    name = prof.name
+    if prof.budget != "full":
+        name += (f" at the {prof.budget} budget (HGB_BUDGET: its data and model, the smoke profile's sizes "
+                 f"and steps; no claim is asserted)")
+    rows = [("profile", name), ("seed", str(seed)), ("device", device),
             ("python", platform.python_version()), ("torch", torch.__version__),
             ("numpy", np.__version__), ("commit", repo_commit() or "unknown")]
     return "\n".join(f"{k:<8} {v}" for k, v in rows)
 
 
-def repo_commit() -> str | None:
-    """Short hash of the repository's HEAD (with ``+dirty`` for local changes), or None."""
+def repo_commit(short: bool = True) -> str | None:
+    """Hash of the repository's HEAD (short, or the full one with ``short=False``), with ``+dirty``
+    appended when tracked files have local changes; None outside a git checkout."""
     try:
         run = lambda *args: subprocess.run(["git", "-C", str(paths.REPO_ROOT), *args],  # noqa: E731
                                            capture_output=True, text=True, timeout=5)
-        head = run("rev-parse", "--short", "HEAD")
+        head = run("rev-parse", *(["--short"] if short else []), "HEAD")
         if head.returncode != 0:
             return None
         dirty = run("status", "--porcelain", "--untracked-files=no")
@@ -186,13 +194,14 @@ def _validate(stem, claims, profile) -> str:
 
 
 def record_claims(stem: str, claims: list[Claim], profile) -> None:
-    """Write ``results_dir()/<stem>.json``, show the claims as a table, assert them at cpu/gpu.
+    """Write ``results_dir()/<stem>.json``, show the claims as a table, assert them at cpu/colab/gpu.
 
     ``profile`` is the :class:`~utils.profiles.Profile` returned by :func:`setup` (a profile name
     is accepted too). Raises ``AssertionError`` naming every claim that is marked as reproduced
-    but did not pass, at the ``cpu`` and ``gpu`` profiles only.
+    but did not pass, at the profiles of :data:`ASSERTED_PROFILES` at their full budget only.
     """
     name = _validate(stem, claims, profile)
+    asserted = name in ASSERTED_PROFILES and getattr(profile, "budget", "full") == "full"
     rows = [dict(asdict(c), profile=name) for c in claims]
     rows = [{k: r[k] for k in LEDGER_KEYS} for r in rows]
     path = paths.results_dir() / f"{stem}.json"
@@ -200,9 +209,9 @@ def record_claims(stem: str, claims: list[Claim], profile) -> None:
     tmp.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
-    _display(ClaimsTable(claims, name))
+    _display(ClaimsTable(claims, name, asserted))
 
-    if name in ASSERTED_PROFILES:
+    if asserted:
         failed = [c for c in claims if c.reproduced and not c.passed]
         if failed:
             lines = "\n".join(f"  - {c.claim}: paper {c.paper}, ours {c.ours}" for c in failed)
@@ -215,13 +224,14 @@ class ClaimsTable:
 
     COLOUR = {"pass": "#1a7f37", "FAIL": "#cf222e", "not reproduced": "#6e7781"}
 
-    def __init__(self, claims: list[Claim], profile_name: str):
+    def __init__(self, claims: list[Claim], profile_name: str, asserted: bool | None = None):
         self.claims, self.profile = list(claims), profile_name
+        self.asserted = profile_name in ASSERTED_PROFILES if asserted is None else asserted
 
     def summary(self) -> str:
         ok = sum(c.status == "pass" for c in self.claims)
         text = f"{ok} / {len(self.claims)} claims reproduced at profile {self.profile}"
-        if self.profile not in ASSERTED_PROFILES:
+        if not self.asserted:
             text += " (not asserted at this profile)"
         return text
 

@@ -5,21 +5,37 @@ profile    runs on                     data and budget
 =========  ==========================  ===================================================
 ``smoke``  ``make test``               tiny subsets, a few training steps; asserts no science
 ``cpu``    ``make book``, CI, laptop   data shipped inside pip packages; every claim asserted
-``gpu``    Colab, any CUDA machine     MNIST / CIFAR-10 downloaded on first use
+``colab``  ``auto`` on a GPU (Colab)   MNIST 32x32; each chapter within one free T4 session
+``gpu``    chosen explicitly, CUDA     the paper's CIFAR-10 settings; hours per chapter
 =========  ==========================  ===================================================
 
-``resolve("auto")`` picks ``gpu`` when CUDA is available and ``cpu`` otherwise. A chapter reads
-the shared fields (dataset, model ladder, training length) from the returned :class:`Profile` and
-its own knobs from ``profile.chapter("ch2")``; each chapter owns one block of ``_CHAPTERS``.
+``resolve("auto")`` picks ``colab`` when CUDA is available and ``cpu`` otherwise; ``gpu`` (the
+paper's scale) is only ever chosen by name. ``colab`` and ``gpu`` need CUDA: without it
+``resolve`` raises, unless the caller opts in to a (slow) CPU run with ``allow_cpu=True`` or the
+environment variable ``HGB_ALLOW_CPU=1`` (papermill kernels inherit it).
+
+**Budgets.** ``resolve(name, budget="smoke")`` (or ``HGB_BUDGET=smoke``) keeps the profile's data and
+model (dataset, image shape, channel counts, U-Net structure, sampler, learning rate, every float,
+string and switch) and cuts its *sizes, step counts and counts* to the smoke profile's values, by
+one rule (:func:`_smoke_budget`). It is how the GPU profiles' code paths are tested on a CPU
+(tests/test_gpu_paths.py); a budgeted profile asserts no claim.
+
+A chapter reads the shared fields (dataset, model ladder, training length) from the returned
+:class:`Profile` and its own knobs from ``profile.chapter("ch2")``; each chapter owns one block of
+``_CHAPTERS``, and every profile has a block for every chapter (tests/test_profiles_nets.py).
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import math
+import os
+from dataclasses import dataclass, field, replace
 
 import torch
 
-NAMES = ("smoke", "cpu", "gpu")
+NAMES = ("smoke", "cpu", "colab", "gpu")
+CUDA_PROFILES = ("colab", "gpu")      # these need a CUDA device unless the caller opts in to the CPU
+BUDGETS = ("full", "smoke")
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,7 @@ class Profile:
     # deviation from EDM, so that the high noise levels are trained at all (see utils.edm.edm_training_sigmas)
     sigma_uniform_share: float = 0.0
     extra: dict = field(default_factory=dict, hash=False)
+    budget: str = "full"         # "smoke": sizes and steps cut to the smoke profile's (see resolve)
 
     @property
     def regimes(self):
@@ -206,14 +223,165 @@ _CHAPTERS = {
 }
 
 
-def resolve(profile: str = "auto") -> Profile:
-    """Return the preset named ``profile`` (``"auto"``: ``"gpu"`` with CUDA, else ``"cpu"``)."""
+# --------------------------------------------------------------------------- the colab profile
+# What profile="auto" runs on a GPU: each chapter should finish within one free Colab T4 session
+# (about an hour) from scratch, i.e. without the models of earlier chapters (a fresh runtime has
+# none unless they are kept on Google Drive). MNIST zero-padded to 32 x 32 (d = 1,024): paper-like
+# data at a size a T4 trains quickly, with a ladder from N = 64 << d (memorizes: thousands of
+# epochs) to N = 16,384 >> d (about 50 epochs: generalizes). 32-channel U-Nets at three resolutions
+# (1.05 M parameters, ~1.2 GFLOP per image per training step); the width sweep 4 ... 32 at
+# N = 256 < d, where the 32-channel model is expected to copy training images.
+# Estimated (not measured) T4 cost: ~40 ms per step at batch 128 for 32 channels, 10-20 ms for the
+# narrow ones (launch-bound), so 6,000 steps ~ 4 min per ladder model; chapters 2-5 train about
+# 24 / 20 / 25 / 34 min from scratch (0 for chapter 3 when chapter 2's models are on Drive).
+# Every chapter prints the estimate measured on its own device before it trains (utils.train).
+_BASE["colab"] = dict(
+    dataset="mnist", train_sizes=(64, 256, 1024, 4096, 16384), model_channels=32, scales=(4, 8, 16, 32),
+    scale_n=256, channel_mult=(1, 2, 2), num_blocks=1, train_steps=6000, batch_size=128, lr=1e-3,
+    lr_rampup_steps=500, ema_halflife_steps=250.0,
+    snapshot_steps=(50, 100, 150, 200, 300, 400, 500, 750, 1000, 1250, 1500, 2000, 2500, 3000, 3500, 4000,
+                    4500, 5000, 5500),
+    sigma_uniform_share=0.2, n_samples=100, n_eval=500)
+
+# The colab profile's chapter knobs, one block per chapter (chapters add theirs here too). Sizes
+# follow d = 1,024 as the cpu blocks follow d = 64: the chapter helpers own the science choices.
+_CHAPTERS["colab"] = {
+    "ch1": dict(n_train=10000, gd_sigmas=[0.47, 1.5017, 4.0661, 21.1087], gd_steps=8000, adam_steps=4000,
+                adam_batch=256, adam_lr=1e-3, train_dtype="float32", solver_steps=[5, 10, 18, 40, 80, 160, 320],
+                lowsigma_datasets=["mnist"], lowsigma_ratios=[1 / 16, 1 / 4, 1 / 2, 3 / 4, 1, 1.5, 2, 4],
+                tower_n_train=1000, tower_sigmas=[0.1166, 1.5017], tower_claim_sigma=0.1166, tower_n_noise=1000),
+    "ch2": dict(n_show=10, n_denoise=3, loss_window=200),
+    # n_distill x n_noise = 10,000 noisy inputs per sigma > d = 1,024 (the closed-form fit needs > d)
+    "ch3": dict(n_pairs=100, lin_steps=40, alpha2=[0.99, 0.8675, 0.745, 0.6225, 0.5], n_distill=5000,
+                n_noise=2, adam_epochs=100, align_k=50, sv_sigma=4.0661, n_sv=25, n_show=10, n_rmse=1000),
+    # main_n = 256 < d memorizes (the Gaussian phase then the rise); pc_run: the N = 16,384 run replayed
+    # with a constant, smaller learning rate and dense snapshots, as at the cpu profile.
+    "ch4": dict(main_n=256, ref_n=16384, onset_sizes=[64, 256, 1024, 4096, 16384], n_show=10, pc_sigma=0.47,
+                pc_noise=8, pc_tol=0.2, pc_min_gap=0.1, rampup_controls=[dict(lr_rampup_steps=1500)],
+                pc_run=dict(steps=1500, lr=5e-4, lr_rampup_steps=0,
+                            snapshot_steps=[10, 20, 30, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 1250]),
+                pc_ablation=None, lin_steps=1500, lin_points=20, lin_dtype="float32"),
+    # the two halves of 60,000 (as the paper halves CIFAR-10); N = 2d = 2,048 trained twice as long as
+    # the ladder (as at the cpu profile), and the same at 4 channels.
+    "ch5": dict(pairs={"large": dict(n=30000, seed_control=True),
+                       "small": dict(n=2048, overrides=dict(steps=12000, snapshot_steps=[
+                           50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 8000, 10000])),
+                       "narrow": dict(n=2048, overrides=dict(steps=12000, model_channels=4, snapshot_steps=[]),
+                                      seed_control=True)},
+                n_noise=200, n_show=10, gauss_sizes=[64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 30000],
+                gauss_seeds=[0, 1]),
+}
+
+
+# --------------------------------------------------------------------------- the smoke budget
+# Shared fields that are sizes, step counts or counts: under budget="smoke" they take the smoke
+# profile's values. Every other shared field (dataset, channel counts, U-Net structure, sampler,
+# learning rate, sigma mixture) stays the profile's.
+BUDGET_FIELDS = ("train_sizes", "scale_n", "train_steps", "batch_size", "lr_rampup_steps", "ema_halflife_steps",
+                 "snapshot_steps", "n_samples", "n_eval")
+# Chapter-knob keys that describe the model or the data even where they are integers: never budgeted.
+STRUCTURAL_KEYS = frozenset({"model_channels", "channel_mult", "num_blocks", "scales", "sampler_steps"})
+# Training is cut further than the smoke profile's: a 128-channel CIFAR-10 U-Net costs ~1.6 s per
+# image per optimizer step on one CPU thread. Every *training* step count -- the shared train_steps,
+# snapshot_steps, lr_rampup_steps, ema_halflife_steps and, inside chapter knobs, the training-spec
+# keys steps / snapshot_steps / lr_rampup_steps / ema_halflife_steps (overrides passed to
+# Profile.train_spec) -- is the smoke value divided by TRAIN_STEP_DIVISOR (rounded up; duplicate
+# snapshots dropped), and every training batch (batch_size) is BUDGET_BATCH. One function maps all of
+# them, so a chapter's snapshot lists and step counts stay consistent with each other.
+TRAIN_STEP_DIVISOR = 5
+BUDGET_BATCH = 2
+_TRAIN_STEP_KEYS = frozenset({"train_steps", "steps", "snapshot_steps", "lr_rampup_steps", "ema_halflife_steps"})
+
+
+def _fewer_steps(value):
+    """A training step count (or a list of them) divided by TRAIN_STEP_DIVISOR, rounded up."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(sorted({_fewer_steps(v) for v in value}))
+    if isinstance(value, float):
+        return max(1.0, float(math.ceil(value / TRAIN_STEP_DIVISOR)))
+    return max(1, -(-int(value) // TRAIN_STEP_DIVISOR)) if value else value   # 0 (no ramp-up) stays 0
+
+
+def _cheaper_training(key, value):
+    if key == "batch_size" and _is_count(value):
+        return min(value, BUDGET_BATCH)
+    if key in _TRAIN_STEP_KEYS and (_is_count(value) or isinstance(value, float)):
+        return _fewer_steps(value)
+    return value
+
+
+def _is_count(v) -> bool:
+    """An integer or a non-empty list / tuple of integers (never a bool): a size, a step count or a count."""
+    if isinstance(v, (list, tuple)):
+        return bool(v) and all(_is_count(x) and not isinstance(x, (list, tuple)) for x in v)
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _budgeted(value, small, key=None):
+    """The one rule of the smoke budget, applied recursively to a chapter knob: an integer (or list of
+    integers) takes the smoke profile's value at the same place, unless its key is structural; dicts
+    keep *this* profile's keys and recurse; a list of dicts recurses element by element; floats,
+    strings, booleans and None (noise levels, ratios, dtypes, dataset names, switches) stay. Training
+    step counts and batches are then cut further (:func:`_cheaper_training`)."""
+    if key in STRUCTURAL_KEYS:
+        return copy.deepcopy(value)
+    if isinstance(value, dict) and isinstance(small, dict):
+        return {k: _budgeted(v, small[k], k) if k in small else _cheaper_training(k, copy.deepcopy(v))
+                for k, v in value.items()}
+    if (isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+            and isinstance(small, list) and small and all(isinstance(v, dict) for v in small)):
+        return [_budgeted(v, small[min(i, len(small) - 1)]) for i, v in enumerate(value)]
+    if _is_count(value) and _is_count(small):
+        return _cheaper_training(key, copy.deepcopy(small))
+    if key == "ema_halflife_steps" and isinstance(small, (int, float)) and not isinstance(small, bool):
+        return _cheaper_training(key, float(small))
+    return copy.deepcopy(value)
+
+
+def _smoke_budget(base: dict, chapters: dict) -> tuple[dict, dict]:
+    """(shared fields, chapter knobs) of a profile cut to the smoke budget (see the module docstring)."""
+    base = dict(base, **{k: _cheaper_training("steps" if k == "train_steps" else k, _BASE["smoke"][k])
+                         for k in BUDGET_FIELDS})
+    missing = sorted(set(chapters) - set(_CHAPTERS["smoke"]))
+    if missing:
+        raise KeyError(f"the smoke profile has no block for chapter(s) {missing}: the smoke budget takes its "
+                       f"sizes and steps from there")
+    return base, {ch: _budgeted(knobs, _CHAPTERS["smoke"][ch]) for ch, knobs in chapters.items()}
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve(profile: str = "auto", *, allow_cpu: bool | None = None, budget: str | None = None) -> Profile:
+    """Return the preset named ``profile``; ``"auto"`` is ``"colab"`` with CUDA, else ``"cpu"``.
+
+    ``colab`` and ``gpu`` run on CUDA; without a CUDA device they raise unless ``allow_cpu`` is true
+    (default: the environment variable ``HGB_ALLOW_CPU=1``), in which case they run on the CPU.
+    ``budget`` (default: ``$HGB_BUDGET`` or ``"full"``) is ``"full"`` or ``"smoke"``: the profile's
+    data and model with the smoke profile's sizes and step counts (see the module docstring).
+    """
     if not isinstance(profile, str):
         raise TypeError(f"profile must be a string, one of {('auto',) + NAMES}, got {type(profile).__name__}")
+    cuda = torch.cuda.is_available()
     if profile == "auto":
-        profile = "gpu" if torch.cuda.is_available() else "cpu"
+        profile = "colab" if cuda else "cpu"
     if profile not in _BASE:
         raise ValueError(f"unknown profile {profile!r}; expected one of {('auto',) + NAMES}")
-    device = "cuda" if (profile == "gpu" and torch.cuda.is_available()) else "cpu"
-    return Profile(name=profile, device=device, extra=copy.deepcopy(_CHAPTERS[profile]),
-                   **_BASE[profile])
+    if allow_cpu is None:
+        allow_cpu = _env_flag("HGB_ALLOW_CPU")
+    if budget is None:
+        budget = os.environ.get("HGB_BUDGET", "").strip() or "full"
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {BUDGETS} (argument or $HGB_BUDGET), got {budget!r}")
+    if profile in CUDA_PROFILES and not cuda and not allow_cpu:
+        raise RuntimeError(
+            f"profile {profile!r} needs a CUDA GPU, and torch.cuda.is_available() is False here. On Colab: "
+            f"Runtime > Change runtime type > T4 GPU, then run the notebook again (profile='auto' picks "
+            f"'colab' there). Without a GPU use profile='cpu' (or 'auto'). To run {profile!r} on the CPU "
+            f"anyway (very slow; for tests), pass allow_cpu=True or set HGB_ALLOW_CPU=1.")
+    device = "cuda" if (profile in CUDA_PROFILES and cuda) else "cpu"
+    base, chapters = _BASE[profile], _CHAPTERS[profile]
+    if budget == "smoke":
+        base, chapters = _smoke_budget(base, chapters)
+    return Profile(name=profile, device=device, extra=copy.deepcopy(chapters), budget=budget, **base)
