@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from .checks import as_images, as_sigma, checked_output, flat64, positive_int
+from .checks import as_images, as_seed, as_sigma, checked_output, flat64, positive_int
 from .denoisers import AffineDenoiser, PerSigmaDenoiser
 
 # The paper's per-sigma Adam learning rates (FFHQ EDM-VP, paper.md §6.2).
@@ -38,7 +38,7 @@ def paper_lr(sigma: float) -> float:
 def _noisy_batches(x_clean, sigma, n_noise, seed, batch_size):
     """Yield batches of noisy inputs y = x + s eps covering every clean image n_noise times
     (batches run across the repetitions, so a small x_clean still gives full batches)."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(as_seed(seed))
     total = len(x_clean) * n_noise
     for start in range(0, total, batch_size):
         x = x_clean[torch.arange(start, min(start + batch_size, total)) % len(x_clean)]
@@ -155,7 +155,7 @@ def fit_affine_adam(denoiser, x_clean: torch.Tensor, sigma: float, epochs: int =
     sigma = float(as_sigma(sigma, 1)[0])
     lr = paper_lr(sigma) if lr is None else float(lr)
     d = x_clean[0].numel()
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(as_seed(seed))
 
     def epoch_batches():
         for i in range(0, len(x_clean), batch_size):
@@ -185,7 +185,7 @@ def fit_affine_adam_pool(y: torch.Tensor, t: torch.Tensor, sigma: float, epochs:
     lr = paper_lr(sigma) if lr is None else float(lr)
     n, d = y.shape
     y32, t32 = y.to(torch.float32), t.to(torch.float32)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(as_seed(seed))
 
     def epoch_batches():
         perm = torch.randperm(n, generator=g).to(y.device)
@@ -388,7 +388,7 @@ def train_affine_dsm(x_train: torch.Tensor, sigma: float, steps: int, optimizer:
         adam_m = [torch.zeros_like(W), torch.zeros_like(b)]
         adam_v = [torch.zeros_like(W), torch.zeros_like(b)]
         beta1, beta2, eps_adam = 0.9, 0.999, 1e-8
-    g = torch.Generator(device=dev).manual_seed(seed)
+    g = torch.Generator(device=dev).manual_seed(as_seed(seed))
     record(0)
     for t in range(1, steps + 1):
         if batch_size is None:
