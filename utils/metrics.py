@@ -260,7 +260,10 @@ def weight_nmse(W: torch.Tensor, W_ref: torch.Tensor) -> float:
     W, W_ref = _matrix(W, "W"), _matrix(W_ref, "W_ref")
     if W.shape != W_ref.shape:
         raise ValueError(f"W and W_ref must have one shape, got {tuple(W.shape)} and {tuple(W_ref.shape)}")
-    return float((W - W_ref).norm() / W_ref.norm().clamp_min(1e-300))
+    ref = W_ref.norm()
+    if not ref > 0:
+        raise ValueError("W_ref is all zeros: an error relative to its norm is undefined")
+    return float((W - W_ref).norm() / ref)
 
 
 def singular_vector_alignment(W: torch.Tensor, W_ref: torch.Tensor, k: int) -> torch.Tensor:

@@ -356,6 +356,9 @@ def train(spec: dict, x_train: torch.Tensor | None = None, device: str | None = 
 
 
 def _train_locked(s, images, folder, device, progress, stop_at):
+    # every writer holds the lock, so a temporary file found now was left by a process killed mid-write
+    for stale in [*folder.glob(".*.tmp"), *folder.glob("snapshots/.*.tmp")]:
+        stale.unlink(missing_ok=True)
     spec_file = folder / "spec.json"
     if not spec_file.exists():
         text = json.dumps({"spec": s, "version": VERSION, "data": data_fingerprint(images)}, indent=1, sort_keys=True)
