@@ -357,6 +357,28 @@ def test_load_seeds_and_numpy_ints():
         distill.fit_affine(lambda z, s: z, x, 0.5, n_noise=16, seed=None)
 
 
+def test_sigma_grids_and_image_shapes_are_checked_at_the_door():
+    x = data.load("digits", n=8)
+    DG = denoisers.GaussianDenoiser.fit(x)
+    for call in (lambda s: metrics.rmse_curves({"a": (DG, DG)}, x, s), lambda s: metrics.linearity_curves(DG, x, s),
+                 lambda s: distill.distill_grid(DG, x, s, n_noise=2), lambda s: edm.sample(DG, x, s)):
+        with pytest.raises(ValueError, match="sigmas must hold at least one noise level"):
+            call([])
+        with pytest.raises(ValueError, match=r"sigmas must be finite values > 0"):
+            call([1.0, float("nan")])
+        with pytest.raises(TypeError, match="sigmas must be a sequence of noise levels"):
+            call("1.0")
+    with pytest.raises(ValueError, match="no trailing 0"):
+        edm.sample(DG, x, [1.0, 0.0])
+    grid = np.array([1.0, 0.5])
+    assert np.array_equal(metrics.rmse_curves({"a": (DG, DG)}, x, grid)["a"],
+                          metrics.rmse_curves({"a": (DG, DG)}, x, [torch.tensor(1.0), 0.5])["a"])
+    for shape in (64, (8, 8), (1, 8, 8.0), "1x8x8"):
+        with pytest.raises(TypeError, match=r"shape must be the image shape \(C, H, W\)"):
+            edm.initial_noise(2, shape)
+    assert edm.initial_noise(2, x.shape[1:]).shape == edm.initial_noise(2, np.array([1, 8, 8])).shape
+
+
 def test_affine_denoiser_shape_and_profile_hash():
     with pytest.raises(TypeError, match="shape must be the image shape"):
         denoisers.AffineDenoiser(torch.eye(64), torch.zeros(64), shape=64)

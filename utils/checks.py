@@ -51,6 +51,24 @@ def as_sigma(sigma, batch: int, *, name: str = "sigma", allow_zero: bool = False
     return s
 
 
+def sigma_list(sigmas, name: str = "sigmas") -> list[float]:
+    """``sigmas`` (a number, sequence, array or tensor) as a non-empty list of python floats, each
+    finite and > 0."""
+    try:
+        if isinstance(sigmas, (str, bytes)):
+            raise TypeError("a string")
+        s = torch.as_tensor(np.asarray(sigmas, dtype=np.float64) if not isinstance(sigmas, torch.Tensor) else sigmas,
+                            dtype=torch.float64).flatten()
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a sequence of noise levels (floats > 0), got {type(sigmas).__name__} "
+                        f"{sigmas!r:.60}") from e
+    if s.numel() == 0:
+        raise ValueError(f"{name} must hold at least one noise level, got none")
+    if not torch.isfinite(s).all() or (s <= 0).any():
+        raise ValueError(f"{name} must be finite values > 0 (noise standard deviations), got {s.tolist()[:6]}")
+    return s.tolist()
+
+
 def positive_int(n, name: str) -> int:
     """Check that ``n`` is a positive integer (a python or numpy int) and return it as an int."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from .checks import as_images, as_seed, as_sigma, checked_output, flat64, positive_int
+from .checks import as_images, as_seed, as_sigma, checked_output, flat64, positive_int, sigma_list
 from .denoisers import AffineDenoiser, PerSigmaDenoiser
 
 # The paper's per-sigma Adam learning rates (FFHQ EDM-VP, paper.md §6.2).
@@ -249,7 +249,7 @@ def distill_grid(denoiser, x_clean: torch.Tensor, sigmas, n_noise: int, seed: in
     form was fitted on (:func:`fit_affine_adam_pool`); ``W_ref(sigma)`` (e.g. ``D_G.weight``) gives
     the matrix its weight error is measured against. The pool is dropped after each sigma.
     """
-    sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
+    sig = sigma_list(sigmas)
     if adam_epochs is not None and W_ref is None:
         raise ValueError("adam_epochs needs W_ref, a function sigma -> reference weight matrix")
     rec = TeacherRecorder(denoiser)

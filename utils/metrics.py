@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .checks import as_images, positive_int, flat64
+from .checks import as_images, flat64, positive_int, sigma_list
 from .data import NoisyInputs
 from .denoisers import apply
 
@@ -67,7 +67,7 @@ def rmse_curves(pairs: dict, x_clean: torch.Tensor, sigmas, seed: int = 0, per_i
     if not isinstance(pairs, dict) or not pairs:
         raise ValueError("pairs must be a non-empty {label: (D1, D2)} dict")
     noisy = NoisyInputs(x_clean, seed)
-    sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
+    sig = sigma_list(sigmas)
     out = {label: np.zeros((len(noisy), len(sig))) for label in pairs}
     for j, s in enumerate(sig):
         x = noisy.at(s)
@@ -132,7 +132,7 @@ def linearity_curves(denoiser, x_clean: torch.Tensor, sigmas, alphas=(2 ** -0.5,
     weights = [(a, math.sqrt(max(0.0, 1.0 - a * a))) for a in alphas]
     noisy = NoisyInputs(x_clean, seed)
     n = len(x_clean) // 2
-    sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
+    sig = sigma_list(sigmas)
     cos = np.zeros((len(alphas), len(sig)))
     err = np.zeros_like(cos)
     for j, s in enumerate(sig):
