@@ -327,6 +327,32 @@ def test_failed_training_leaves_no_run_folder(tmp_path, monkeypatch):
     assert not any((tmp_path / "models").iterdir())
 
 
+def test_a_waiting_trainer_survives_the_removal_of_a_failed_run_folder(tmp_path):
+    """The lock holder's run fails and removes the folder while another trainer waits for its lock:
+    the waiting one then holds a lock on a new folder (not on the removed file)."""
+    import threading
+    folder = tmp_path / "run"
+    entered, removed = threading.Event(), threading.Event()
+
+    def failing_holder():
+        with train._locked(folder):
+            entered.set()
+            time.sleep(0.3)                               # the main thread is waiting by now
+            import shutil
+            shutil.rmtree(folder)
+        removed.set()
+
+    holder = threading.Thread(target=failing_holder)
+    holder.start()
+    assert entered.wait(10)
+    with train._locked(folder):
+        assert removed.is_set() and (folder / "lock").exists()
+        import fcntl
+        with open(folder / "lock") as other, pytest.raises(BlockingIOError):      # really locked
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    holder.join()
+
+
 def test_unet_input_it_was_not_built_for():
     with pytest.raises(ValueError, match="divisible"):
         nets.UNet(6, 1, 4, (1, 2, 2))

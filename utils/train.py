@@ -245,22 +245,34 @@ def _load(path: Path):
 @contextlib.contextmanager
 def _locked(folder: Path):
     """An exclusive lock on ``folder`` for the duration of the block (POSIX flock; a no-op where
-    fcntl does not exist). A second process waits, with a notice, until the first is done."""
+    fcntl does not exist), creating the folder. A second process waits, with a notice, until the
+    first is done; if the first removed the folder meanwhile, the second creates it again."""
     try:
         import fcntl
     except ImportError:                       # pragma: no cover - Windows
+        folder.mkdir(parents=True, exist_ok=True)
         yield
         return
-    with open(folder / "lock", "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process that is training {folder.name} ...", flush=True)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    lock = folder / "lock"
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"waiting for another process that is training {folder.name} ...", flush=True)
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                current = os.stat(lock).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if not current:            # the holder removed the folder (a failed fresh run): lock anew
+                continue
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            return
 
 
 def run_dir(spec: dict, x_train: torch.Tensor | None = None) -> Path:
@@ -342,16 +354,15 @@ def train(spec: dict, x_train: torch.Tensor | None = None, device: str | None = 
     if (folder / "final.pt").exists() and all(_snapshot_path(folder, k).exists() for k in s["snapshot_steps"]):
         return folder                                   # finished: nothing to lock or load
     images = _training_images(s, x_train)
-    fresh = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        with _locked(folder):
+    with _locked(folder):
+        try:
             _train_locked(s, images, folder, device, progress, stop_at)
-    except BaseException:
-        # a run that failed before its first checkpoint leaves nothing behind
-        if fresh and not any(folder.glob("*.pt")):
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
+        except BaseException:
+            # a run that failed before writing any weights leaves nothing behind; removed under the
+            # lock, and a process waiting for it notices (see _locked) and starts in a new folder
+            if not any(folder.rglob("*.pt")):
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
     return folder
 
 
