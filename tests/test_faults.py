@@ -405,6 +405,20 @@ def test_sigma_grids_and_image_shapes_are_checked_at_the_door():
     assert edm.initial_noise(2, x.shape[1:]).shape == edm.initial_noise(2, np.array([1, 8, 8])).shape
 
 
+def test_more_public_arguments_are_checked():
+    x = data.load("digits", n=8)
+    with pytest.raises(TypeError, match=r"denoiser must be callable as D\(x, sigma\), got int"):
+        denoisers.apply(42, x, 1.0)
+    with pytest.raises(TypeError, match="alpha must be a finite number"):
+        metrics.linearity_score(lambda z, s: z, x[:4], x[4:], 0.5, alpha="0.7")
+    with pytest.raises(TypeError, match="beta must be a finite number"):
+        metrics.linearity_score(lambda z, s: z, x[:4], x[4:], 0.5, beta=float("nan"))
+    with pytest.raises(ValueError, match="workers must be a positive int"):
+        train.train_many([_tiny()], workers=0, progress=False)
+    with pytest.raises(TypeError, match="threads_per_worker must be a positive int"):
+        train.train_many([_tiny()], threads_per_worker=1.5, progress=False)
+
+
 def test_affine_denoiser_shape_and_profile_hash():
     with pytest.raises(TypeError, match="shape must be the image shape"):
         denoisers.AffineDenoiser(torch.eye(64), torch.zeros(64), shape=64)

@@ -97,6 +97,9 @@ def linearity_score(denoiser, x1: torch.Tensor, x2: torch.Tensor, sigma, alpha: 
     as_images(x2, "x2")
     if x1.shape != x2.shape:
         raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+    for name, w in (("alpha", alpha), ("beta", beta)):
+        if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) or not math.isfinite(w):
+            raise TypeError(f"{name} must be a finite number, got {type(w).__name__} {w!r}")
     return _linearity(denoiser, x1, x2, sigma, [(alpha, beta)], 512)[0][0]
 
 

@@ -42,6 +42,7 @@ import torch
 from tqdm import tqdm
 
 from . import data as data_mod
+from .checks import positive_int
 from .edm import PRECONDS, Precond, dae_loss, edm_loss, ve_loss
 from .nets import build_net, count_parameters, ARCHS
 from .paths import artifacts_dir
@@ -508,6 +509,9 @@ def train_many(jobs, workers: int | None = None, threads_per_worker: int = 1, pr
     folders in the order of ``jobs``.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if workers is not None:
+        workers = positive_int(workers, "workers")
+    threads_per_worker = positive_int(threads_per_worker, "threads_per_worker")
     import subprocess
     import sys
     import tempfile
