@@ -199,8 +199,16 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, mon
 def test_two_concurrent_trainers_of_one_spec(tmp_path, monkeypatch, capsys, reference):
     """Two processes (a subprocess and this one) start training the same spec at the same moment:
     one trains, the other waits for the lock and then loads the finished run; both succeed, and the
-    model is the right one."""
+    model is the right one. This process nearly always reaches the lock first (the child polls for
+    the start file); its steps are slowed (a sleep changes no number) so that the child surely
+    arrives while it trains, even on a busy machine."""
     monkeypatch.setenv("HGB_ARTIFACTS", str(tmp_path / "art"))
+    one_step = train._Trainer.one_step
+
+    def slow_step(self):
+        time.sleep(0.05)
+        return one_step(self)
+    monkeypatch.setattr(train._Trainer, "one_step", slow_step)
     go, ready = tmp_path / "go", tmp_path / "ready"
     proc = _child(tmp_path / "art", spec=SPEC, x_train=reference["x_train"], ready=str(ready), go=str(go))
     train.spec_key(SPEC)                                   # data loaded and hashed before the start
