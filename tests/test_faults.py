@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils import data, denoisers, distill, edm, metrics, nets, profiles, train
+from utils import data, denoisers, distill, edm, metrics, nets, profiles, regimes, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -421,6 +421,10 @@ def test_more_public_arguments_are_checked():
         metrics.linearity_score(lambda z, s: z, x[:4], x[4:], 0.5, alpha="0.7")
     with pytest.raises(TypeError, match="beta must be a finite number"):
         metrics.linearity_score(lambda z, s: z, x[:4], x[4:], 0.5, beta=float("nan"))
+    with pytest.raises(ValueError, match="eigvals must be finite"):
+        regimes.from_eigvals([1.0, float("nan")])
+    with pytest.raises(ValueError, match="finite eigenvalues"):
+        distill.optimal_gd_lr(torch.tensor([1.0, float("nan")]), 0.5)
     with pytest.raises(ValueError, match="workers must be a positive int"):
         train.train_many([_tiny()], workers=0, progress=False)
     with pytest.raises(TypeError, match="threads_per_worker must be a positive int"):

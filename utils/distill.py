@@ -272,7 +272,10 @@ def optimal_gd_lr(eigvals: torch.Tensor, sigma: float) -> float:
     The Hessian of the loss in W is 2 (Sigma + s^2 I) (acting on the right), so this step equalises
     the contraction of the fastest and slowest directions.
     """
-    lam = torch.as_tensor(eigvals, dtype=torch.float64).clamp_min(0)
+    lam = torch.as_tensor(eigvals, dtype=torch.float64)
+    if lam.numel() == 0 or not torch.isfinite(lam).all():
+        raise ValueError("eigvals must be a non-empty set of finite eigenvalues")
+    lam = lam.clamp_min(0)
     s = float(as_sigma(sigma, 1)[0])
     return float(1.0 / (lam.max() + lam.min() + 2 * s * s))
 
