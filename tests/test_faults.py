@@ -348,7 +348,7 @@ def test_a_waiting_trainer_survives_the_removal_of_a_failed_run_folder(tmp_path)
             time.sleep(0.3)                               # the main thread is waiting by now
             import shutil
             shutil.rmtree(folder)
-        removed.set()
+            removed.set()                                 # still holding the (removed) lock file
 
     holder = threading.Thread(target=failing_holder)
     holder.start()
