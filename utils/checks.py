@@ -5,6 +5,7 @@ the form that was expected, so a wrong call fails loudly instead of returning a 
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -31,6 +32,8 @@ def as_sigma(sigma, batch: int, *, name: str = "sigma", allow_zero: bool = False
 
     ``sigma`` may be a python number, a 0-d tensor or a (batch,) tensor.
     """
+    if isinstance(sigma, (np.integer, np.floating)):
+        sigma = float(sigma)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float, torch.Tensor)):
         raise TypeError(f"{name} must be a float or a ({batch},) tensor, got {type(sigma).__name__}")
     s = torch.as_tensor(sigma, dtype=dtype, device=device)
@@ -48,13 +51,40 @@ def as_sigma(sigma, batch: int, *, name: str = "sigma", allow_zero: bool = False
     return s
 
 
+def sigma_list(sigmas, name: str = "sigmas") -> list[float]:
+    """``sigmas`` (a number, sequence, array or tensor) as a non-empty list of python floats, each
+    finite and > 0."""
+    try:
+        if isinstance(sigmas, (str, bytes)):
+            raise TypeError("a string")
+        s = torch.as_tensor(np.asarray(sigmas, dtype=np.float64) if not isinstance(sigmas, torch.Tensor) else sigmas,
+                            dtype=torch.float64).flatten()
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a sequence of noise levels (floats > 0), got {type(sigmas).__name__} "
+                        f"{sigmas!r:.60}") from e
+    if s.numel() == 0:
+        raise ValueError(f"{name} must hold at least one noise level, got none")
+    if not torch.isfinite(s).all() or (s <= 0).any():
+        raise ValueError(f"{name} must be finite values > 0 (noise standard deviations), got {s.tolist()[:6]}")
+    return s.tolist()
+
+
 def positive_int(n, name: str) -> int:
-    """Check that ``n`` is a positive integer."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"{name} must be a positive int, got {type(n).__name__}")
+    """Check that ``n`` is a positive integer (a python or numpy int) and return it as an int."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive int, got {type(n).__name__} {n!r}")
     if n <= 0:
         raise ValueError(f"{name} must be a positive int, got {n}")
-    return n
+    return int(n)
+
+
+def as_seed(seed, name: str = "seed") -> int:
+    """Check that ``seed`` is an int >= 0 (a python or numpy int) and return it as an int."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{name} must be an int >= 0 (e.g. 0), got {type(seed).__name__} {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {seed}")
+    return int(seed)
 
 
 def same_dim(x: torch.Tensor, d: int, name: str = "x", what: str = "the denoiser") -> None:

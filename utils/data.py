@@ -23,7 +23,9 @@ import hashlib
 import math
 import os
 import pickle
+import shutil
 import tarfile
+import urllib.error
 import urllib.request
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import positive_int
+from .checks import as_seed, positive_int
 
 NAMES = ("digits", "patches", "mnist", "cifar10", "folder:PATH")
 SPLITS = ("train", "heldout")
@@ -86,16 +88,19 @@ def expected_md5(filename: str, published: str) -> str:
 def load(name: str, n: int | None = None, seed: int = 0, split: str = "train") -> torch.Tensor:
     """Load dataset ``name`` as float32 (N, C, H, W) in [-1, 1].
 
-    ``n`` picks a seeded random subset (``None``: everything in the split).
+    ``n`` picks a seeded random subset (``None``: everything in the split); ``n`` and ``seed``
+    (an int >= 0) may be python or numpy ints.
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a dataset name string, one of {NAMES}, got {type(name).__name__}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    seed = as_seed(seed)
+    if n is not None:
+        n = positive_int(n, "n")
     images = _load_split(name, split)
     if n is None:
         return images.clone()
-    positive_int(n, "n")
     if n > len(images):
         raise ValueError(f"n = {n} is larger than the {len(images)} images in the {split!r} split of "
                          f"{name!r}; the maximum n is {len(images)}")
@@ -122,7 +127,8 @@ def disjoint_splits(x: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tenso
     """Two disjoint random subsets of ``x``, each of size ``n`` (paper §5: S1 and S2)."""
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
         raise ValueError("x must be a tensor of images (N, C, H, W)")
-    positive_int(n, "n")
+    n = positive_int(n, "n")
+    seed = as_seed(seed)
     if 2 * n > len(x):
         raise ValueError(f"n = {n}: two disjoint subsets need 2n = {2 * n} images but x has {len(x)}; "
                          f"the maximum n is {len(x) // 2}")
@@ -143,8 +149,7 @@ def seeded_normal(shape, seed: int, stream: str) -> torch.Tensor:
     ``stream``) only: the same numbers on every machine and device, whatever the global RNG did."""
     if stream not in STREAMS:
         raise ValueError(f"stream must be one of {sorted(STREAMS)}, got {stream!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    seed = as_seed(seed)
     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + STREAMS[stream] * 7_919 + 17)
     return torch.randn(tuple(int(s) for s in shape), generator=g, dtype=torch.float64)
 
@@ -163,7 +168,7 @@ class NoisyInputs:
         from .checks import as_images
         as_images(x_clean, "x_clean")
         self.clean = x_clean
-        self.seed = int(seed)
+        self.seed = as_seed(seed)
         self.eps = seeded_normal(x_clean.shape, seed, "noisy_inputs")
 
     def __len__(self) -> int:
@@ -245,29 +250,47 @@ def _patches() -> torch.Tensor:
     return torch.from_numpy(patches * 2.0 - 1.0).to(torch.float32)
 
 
-def _folder(path: str) -> torch.Tensor:
+# Pillow modes of 16-bit grey images (PNG): "I;16*" in recent Pillow, "I" (int32 holding 0..65535) in old.
+_GREY16_MODES = ("I;16", "I;16L", "I;16B", "I")
+
+
+def _read_image(f: Path) -> tuple[np.ndarray, float]:
+    """One image file as an (H, W, C) integer array and its full-scale value: 16-bit grey -> (.., 1)
+    with 65535; 8-bit grey ("L", "1") -> (.., 1) with 255; anything else (RGB, RGBA, palette,
+    grey + alpha) -> RGB with 255 (alpha dropped)."""
     from PIL import Image
 
+    try:
+        with Image.open(f) as im:
+            if im.mode in _GREY16_MODES:
+                a, top = np.asarray(im).astype(np.int64), 65535.0
+                if a.min() < 0 or a.max() > top:
+                    raise ValueError(f"folder dataset: {f} (mode {im.mode}) has values in [{a.min()}, {a.max()}], "
+                                     f"outside the 16-bit range [0, 65535]")
+            else:
+                a, top = np.array(im.convert("L" if im.mode in ("L", "1") else "RGB")), 255.0
+    except OSError as e:
+        raise ValueError(f"folder dataset: cannot read image {f}: {e}") from e
+    return (a[..., None] if a.ndim == 2 else a), top
+
+
+def _folder(path: str) -> torch.Tensor:
+    """Every png/jpg in ``path``, each scaled by its own bit depth (8-bit by 255, 16-bit by 65535)."""
     root = Path(path)
     if not path or not root.is_dir():
         raise ValueError(f"folder dataset: {path!r} is not a readable directory")
     files = sorted(f for f in root.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
         raise ValueError(f"folder dataset: no .png/.jpg images in {path!r}")
-    arrays, sizes = [], {}
+    images, sizes = [], {}
     for f in files:
-        try:
-            with Image.open(f) as im:
-                a = np.asarray(im.convert("RGB" if im.mode not in ("L", "I;16") else "L"))
-        except OSError as e:
-            raise ValueError(f"folder dataset: cannot read image {f}: {e}") from e
-        a = a[..., None] if a.ndim == 2 else a
+        a, top = _read_image(f)
         sizes.setdefault(a.shape, f.name)
-        arrays.append(a)
+        images.append(_to_tensor(a.transpose(2, 0, 1)[None], top))
     if len(sizes) > 1:
         raise ValueError(f"folder dataset: images in {path!r} have mixed sizes (H, W, C): "
                          + ", ".join(f"{s} e.g. {n}" for s, n in sizes.items()))
-    return _to_tensor(np.stack(arrays).transpose(0, 3, 1, 2), 255.0)
+    return torch.cat(images)
 
 
 def _md5(path: Path) -> str:
@@ -278,15 +301,34 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
+DOWNLOAD_TIMEOUT = 60.0          # seconds without an answer before a download counts as failed
+
+
 def fetch(url: str, dest: Path, md5: str) -> Path:
     """Download ``url`` to ``dest`` once and verify its md5 (a mismatch raises, the file is kept
-    aside as ``*.bad`` so it is never silently used)."""
+    aside as ``*.bad`` so it is never silently used).
+
+    When the download fails (no network, a proxy, a dead mirror) a ``ConnectionError`` says which
+    file is missing, where it comes from and where to put it by hand (``dest``, under
+    :func:`cache_dir`, which ``$HGB_DATA`` moves); a partial download is never left as ``dest``.
+    """
     dest = Path(dest)
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(dest.suffix + ".part")
+        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")
         print(f"downloading {url} -> {dest}")
-        urllib.request.urlretrieve(url, tmp)
+        try:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response, open(tmp, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+        except (OSError, ValueError) as e:       # URLError, HTTPError, timeouts are OSErrors
+            if tmp.exists():
+                tmp.unlink()
+            raise ConnectionError(
+                f"could not download {dest.name} from {url} ({type(e).__name__}: {e}). This dataset is "
+                f"downloaded once, on first use, and needs the network then. Without network: download "
+                f"{url} on another machine and copy it to {dest} (md5 {md5}); the folder is "
+                f"utils.data.cache_dir() = {cache_dir()}, which the environment variable HGB_DATA "
+                f"changes.") from e
         os.replace(tmp, dest)
     got = _md5(dest)
     if got != md5:

@@ -29,6 +29,8 @@ def apply(denoiser, x: torch.Tensor, sigma, batch_size: int = 512) -> torch.Tens
     chunk). The output is checked: x's shape and finite values, or a ``ValueError`` naming the
     denoiser and sigma. This is the book's one way of evaluating a denoiser on many inputs.
     """
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable as D(x, sigma), got {type(denoiser).__name__}")
     as_images(x)
     positive_int(batch_size, "batch_size")
     per_input = isinstance(sigma, torch.Tensor) and sigma.ndim > 0

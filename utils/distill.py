@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from .checks import as_images, as_sigma, checked_output, flat64, positive_int
+from .checks import as_images, as_seed, as_sigma, checked_output, flat64, positive_int, sigma_list
 from .denoisers import AffineDenoiser, PerSigmaDenoiser
 
 # The paper's per-sigma Adam learning rates (FFHQ EDM-VP, paper.md §6.2).
@@ -38,7 +38,7 @@ def paper_lr(sigma: float) -> float:
 def _noisy_batches(x_clean, sigma, n_noise, seed, batch_size):
     """Yield batches of noisy inputs y = x + s eps covering every clean image n_noise times
     (batches run across the repetitions, so a small x_clean still gives full batches)."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(as_seed(seed))
     total = len(x_clean) * n_noise
     for start in range(0, total, batch_size):
         x = x_clean[torch.arange(start, min(start + batch_size, total)) % len(x_clean)]
@@ -155,7 +155,7 @@ def fit_affine_adam(denoiser, x_clean: torch.Tensor, sigma: float, epochs: int =
     sigma = float(as_sigma(sigma, 1)[0])
     lr = paper_lr(sigma) if lr is None else float(lr)
     d = x_clean[0].numel()
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(as_seed(seed))
 
     def epoch_batches():
         for i in range(0, len(x_clean), batch_size):
@@ -185,7 +185,7 @@ def fit_affine_adam_pool(y: torch.Tensor, t: torch.Tensor, sigma: float, epochs:
     lr = paper_lr(sigma) if lr is None else float(lr)
     n, d = y.shape
     y32, t32 = y.to(torch.float32), t.to(torch.float32)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(as_seed(seed))
 
     def epoch_batches():
         perm = torch.randperm(n, generator=g).to(y.device)
@@ -249,7 +249,7 @@ def distill_grid(denoiser, x_clean: torch.Tensor, sigmas, n_noise: int, seed: in
     form was fitted on (:func:`fit_affine_adam_pool`); ``W_ref(sigma)`` (e.g. ``D_G.weight``) gives
     the matrix its weight error is measured against. The pool is dropped after each sigma.
     """
-    sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
+    sig = sigma_list(sigmas)
     if adam_epochs is not None and W_ref is None:
         raise ValueError("adam_epochs needs W_ref, a function sigma -> reference weight matrix")
     rec = TeacherRecorder(denoiser)
@@ -272,7 +272,10 @@ def optimal_gd_lr(eigvals: torch.Tensor, sigma: float) -> float:
     The Hessian of the loss in W is 2 (Sigma + s^2 I) (acting on the right), so this step equalises
     the contraction of the fastest and slowest directions.
     """
-    lam = torch.as_tensor(eigvals, dtype=torch.float64).clamp_min(0)
+    lam = torch.as_tensor(eigvals, dtype=torch.float64)
+    if lam.numel() == 0 or not torch.isfinite(lam).all():
+        raise ValueError("eigvals must be a non-empty set of finite eigenvalues")
+    lam = lam.clamp_min(0)
     s = float(as_sigma(sigma, 1)[0])
     return float(1.0 / (lam.max() + lam.min() + 2 * s * s))
 
@@ -388,7 +391,7 @@ def train_affine_dsm(x_train: torch.Tensor, sigma: float, steps: int, optimizer:
         adam_m = [torch.zeros_like(W), torch.zeros_like(b)]
         adam_v = [torch.zeros_like(W), torch.zeros_like(b)]
         beta1, beta2, eps_adam = 0.9, 0.999, 1e-8
-    g = torch.Generator(device=dev).manual_seed(seed)
+    g = torch.Generator(device=dev).manual_seed(as_seed(seed))
     record(0)
     for t in range(1, steps + 1):
         if batch_size is None:

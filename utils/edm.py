@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
-from .checks import as_images, as_sigma, checked_output, positive_int
+from .checks import as_images, as_sigma, checked_output, positive_int, sigma_list
 
 P_MEAN, P_STD = -1.2, 1.2            # EDM's log-normal training distribution of sigma
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0   # the sampler's range (paper.md §2.1)
@@ -202,6 +203,9 @@ def initial_noise(n: int, shape, seed: int = 0, sigma_max: float = SIGMA_MAX, de
     positive_int(n, "n")
     if not (math.isfinite(float(sigma_max)) and float(sigma_max) > 0):
         raise ValueError(f"sigma_max must be a finite number > 0, got {sigma_max!r}")
+    if (isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 3
+            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 for v in shape)):
+        raise TypeError(f"shape must be the image shape (C, H, W) as three positive ints, got {shape!r}")
     eps = seeded_normal((n, *tuple(shape)), seed, "initial_noise")
     return (float(sigma_max) * eps).to(device=device, dtype=dtype)
 
@@ -227,9 +231,10 @@ def sample(denoiser, x_T: torch.Tensor, sigmas, solver: str = "euler", return_tr
     as_images(x_T, "x_T")
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
-    if s.numel() == 0 or not torch.isfinite(s).all() or (s <= 0).any():
-        raise ValueError("sigmas must be a non-empty sequence of finite values > 0 (no trailing 0)")
+    try:
+        s = torch.tensor(sigma_list(sigmas), dtype=torch.float64)
+    except ValueError as e:
+        raise ValueError(f"{e} (give no trailing 0: the sampler appends it)") from None
     if (s[1:] >= s[:-1]).any():
         raise ValueError("sigmas must be strictly descending")
     s = torch.cat([s, s.new_zeros(1)]).tolist()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .checks import as_images, positive_int, flat64
+from .checks import as_images, flat64, positive_int, sigma_list
 from .data import NoisyInputs
 from .denoisers import apply
 
@@ -76,7 +76,7 @@ def rmse_curves(pairs: dict, x_clean: torch.Tensor, sigmas, seed: int = 0, per_i
     if not isinstance(pairs, dict) or not pairs:
         raise ValueError("pairs must be a non-empty {label: (D1, D2)} dict")
     noisy = NoisyInputs(x_clean, seed)
-    sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
+    sig = sigma_list(sigmas)
     out = {label: np.zeros((len(noisy), len(sig))) for label in pairs}
     for j, s in enumerate(sig):
         x = noisy.at(s)
@@ -106,6 +106,9 @@ def linearity_score(denoiser, x1: torch.Tensor, x2: torch.Tensor, sigma, alpha: 
     as_images(x2, "x2")
     if x1.shape != x2.shape:
         raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+    for name, w in (("alpha", alpha), ("beta", beta)):
+        if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) or not math.isfinite(w):
+            raise TypeError(f"{name} must be a finite number, got {type(w).__name__} {w!r}")
     return _linearity(denoiser, x1, x2, sigma, [(alpha, beta)], 512)[0][0]
 
 
@@ -141,7 +144,7 @@ def linearity_curves(denoiser, x_clean: torch.Tensor, sigmas, alphas=(2 ** -0.5,
     weights = [(a, math.sqrt(max(0.0, 1.0 - a * a))) for a in alphas]
     noisy = NoisyInputs(x_clean, seed)
     n = len(x_clean) // 2
-    sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
+    sig = sigma_list(sigmas)
     cos = np.zeros((len(alphas), len(sig)))
     err = np.zeros_like(cos)
     for j, s in enumerate(sig):
@@ -269,7 +272,10 @@ def weight_nmse(W: torch.Tensor, W_ref: torch.Tensor) -> float:
     W, W_ref = _matrix(W, "W"), _matrix(W_ref, "W_ref")
     if W.shape != W_ref.shape:
         raise ValueError(f"W and W_ref must have one shape, got {tuple(W.shape)} and {tuple(W_ref.shape)}")
-    return float((W - W_ref).norm() / W_ref.norm().clamp_min(1e-300))
+    ref = W_ref.norm()
+    if not ref > 0:
+        raise ValueError("W_ref is all zeros: an error relative to its norm is undefined")
+    return float((W - W_ref).norm() / ref)
 
 
 def singular_vector_alignment(W: torch.Tensor, W_ref: torch.Tensor, k: int) -> torch.Tensor:

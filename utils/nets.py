@@ -110,6 +110,10 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x: torch.Tensor, noise_labels: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or tuple(x.shape[1:]) != (self.img_channels, self.img_resolution, self.img_resolution):
+            raise ValueError(f"the U-Net was built for images (B, {self.img_channels}, {self.img_resolution}, "
+                             f"{self.img_resolution}), got x of shape {tuple(x.shape)} (it halves the size between "
+                             f"levels and runs only at the size and channel count it was built for)")
         emb = self.emb_mlp(self.embed(noise_labels))
         h = self.conv_in(x)
         skips = [h]

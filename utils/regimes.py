@@ -92,7 +92,10 @@ class Regimes:
 
 def from_eigvals(eigvals, variance_kept: float = VARIANCE_KEPT, source: str = "") -> Regimes:
     """The regimes of a covariance spectrum ``eigvals`` (any order, >= 0): see the module docstring."""
-    lam = torch.as_tensor(eigvals, dtype=torch.float64).flatten().clamp_min(0).sort(descending=True).values
+    lam = torch.as_tensor(eigvals, dtype=torch.float64).flatten()
+    if not torch.isfinite(lam).all():
+        raise ValueError("eigvals must be finite (a covariance spectrum), got nan or inf")
+    lam = lam.clamp_min(0).sort(descending=True).values
     if lam.numel() == 0 or not float(lam[0]) > 0:
         raise ValueError("eigvals must hold at least one positive eigenvalue")
     if not 0 < variance_kept < 1:

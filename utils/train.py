@@ -42,6 +42,7 @@ import torch
 from tqdm import tqdm
 
 from . import data as data_mod
+from .checks import positive_int
 from .edm import PRECONDS, Precond, dae_loss, edm_loss, ve_loss
 from .nets import build_net, count_parameters, ARCHS
 from .paths import artifacts_dir
@@ -245,22 +246,34 @@ def _load(path: Path):
 @contextlib.contextmanager
 def _locked(folder: Path):
     """An exclusive lock on ``folder`` for the duration of the block (POSIX flock; a no-op where
-    fcntl does not exist). A second process waits, with a notice, until the first is done."""
+    fcntl does not exist), creating the folder. A second process waits, with a notice, until the
+    first is done; if the first removed the folder meanwhile, the second creates it again."""
     try:
         import fcntl
     except ImportError:                       # pragma: no cover - Windows
+        folder.mkdir(parents=True, exist_ok=True)
         yield
         return
-    with open(folder / "lock", "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process that is training {folder.name} ...", flush=True)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    lock = folder / "lock"
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"waiting for another process that is training {folder.name} ...", flush=True)
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                current = os.stat(lock).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if not current:            # the holder removed the folder (a failed fresh run): lock anew
+                continue
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            return
 
 
 def run_dir(spec: dict, x_train: torch.Tensor | None = None) -> Path:
@@ -342,20 +355,22 @@ def train(spec: dict, x_train: torch.Tensor | None = None, device: str | None = 
     if (folder / "final.pt").exists() and all(_snapshot_path(folder, k).exists() for k in s["snapshot_steps"]):
         return folder                                   # finished: nothing to lock or load
     images = _training_images(s, x_train)
-    fresh = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        with _locked(folder):
+    with _locked(folder):
+        try:
             _train_locked(s, images, folder, device, progress, stop_at)
-    except BaseException:
-        # a run that failed before its first checkpoint leaves nothing behind
-        if fresh and not any(folder.glob("*.pt")):
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
+        except BaseException:
+            # a run that failed before writing any weights leaves nothing behind; removed under the
+            # lock, and a process waiting for it notices (see _locked) and starts in a new folder
+            if not any(folder.rglob("*.pt")):
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
     return folder
 
 
 def _train_locked(s, images, folder, device, progress, stop_at):
+    # every writer holds the lock, so a temporary file found now was left by a process killed mid-write
+    for stale in [*folder.glob(".*.tmp"), *folder.glob("snapshots/.*.tmp")]:
+        stale.unlink(missing_ok=True)
     spec_file = folder / "spec.json"
     if not spec_file.exists():
         text = json.dumps({"spec": s, "version": VERSION, "data": data_fingerprint(images)}, indent=1, sort_keys=True)
@@ -520,6 +535,9 @@ def train_many(jobs, workers: int | None = None, threads_per_worker: int = 1, pr
     folders in the order of ``jobs``.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if workers is not None:
+        workers = positive_int(workers, "workers")
+    threads_per_worker = positive_int(threads_per_worker, "threads_per_worker")
     import subprocess
     import sys
     import tempfile
