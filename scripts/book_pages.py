@@ -167,8 +167,9 @@ def results_page(stems: list[str], results_dir: Path) -> str:
     return "\n".join(out)
 
 
-def exec_stats_page(stats: dict, stems: list[str]) -> str:
-    """The execution-statistics page from ``exec_stats.json`` for the chapters in ``stems``."""
+def exec_stats_page(stats: dict, stems: list[str], prepare: dict | None = None) -> str:
+    """The execution-statistics page from ``exec_stats.json`` for the chapters in ``stems``, and the
+    up-front training stage from ``prepare_stats.json`` (``scripts/prepare_models.py``) if given."""
     runs = stats.get("notebooks", {})
     host = stats.get("host", {})
     out = ["# Execution statistics", ""]
@@ -192,6 +193,12 @@ def exec_stats_page(stats: dict, stems: list[str]) -> str:
         total += seconds
         out.append(f"| {_chapter_ref(stem)} | `{run.get('profile', '?')}` | {_cell(status)} | {seconds:.1f} |")
     out += [f"| **total** | | | **{total:.1f}** |", ""]
+    if prepare:
+        out += [f"Before the chapters ran, `scripts/prepare_models.py` made sure every model they load was "
+                f"trained (profile `{prepare.get('profile', '?')}`): {prepare.get('trained', '?')} of "
+                f"{prepare.get('runs', '?')} runs trained, {prepare.get('workers', '?')} at a time, in "
+                f"{float(prepare.get('seconds', 0.0)):.1f} s (the other runs came from the model cache). "
+                f"With it, the whole execution took {total + float(prepare.get('seconds', 0.0)):.1f} s.", ""]
     return "\n".join(out)
 
 
@@ -200,10 +207,12 @@ def write_pages(out_dir: Path, results_dir: Path, root: Path = REPO) -> list[Pat
     stems = [nb.stem for nb in toc_notebooks(root)]
     stats_path = Path(results_dir) / "exec_stats.json"
     stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.is_file() else {}
+    prep_path = Path(results_dir) / "prepare_stats.json"
+    prepare = json.loads(prep_path.read_text(encoding="utf-8")) if prep_path.is_file() else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pages = {"results.md": results_page(stems, results_dir),
-             "exec_stats.md": exec_stats_page(stats, stems)}
+             "exec_stats.md": exec_stats_page(stats, stems, prepare)}
     for name, text in pages.items():
         (out_dir / name).write_text(text, encoding="utf-8")
     return [out_dir / n for n in pages]

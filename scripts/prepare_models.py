@@ -13,6 +13,8 @@ run without this step trains what it needs itself.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,10 +34,20 @@ def main(argv=None) -> int:
     P = profiles.resolve(args.profile)
     stems = args.only or list(chapters.CHAPTERS)
     jobs = chapters.all_runs(P, args.seed, stems)
+    pending = train.pending_runs(jobs)
+    workers = args.workers or os.cpu_count() or 1
     t0 = time.perf_counter()
-    folders = train.train_many(jobs, workers=args.workers, device=P.device)
+    folders = train.train_many(jobs, workers=workers, device=P.device)
+    seconds = time.perf_counter() - t0
     print(f"prepare_models: {len(set(folders))} distinct runs for {len(stems)} chapters at profile "
-          f"{P.name} ready in {time.perf_counter() - t0:.0f} s")
+          f"{P.name} ready in {seconds:.0f} s ({pending} trained, {workers} at a time)")
+    from utils import paths
+    out = paths.results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "prepare_stats.json").write_text(json.dumps(
+        {"profile": P.name, "runs": len(set(folders)), "trained": pending,
+         "workers": 1 if str(P.device) != "cpu" else min(workers, max(1, pending)), "seconds": round(seconds, 1)},
+        indent=1) + "\n", encoding="utf-8")
     return 0
 
 

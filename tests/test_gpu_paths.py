@@ -236,6 +236,14 @@ def test_train_many_prints_the_estimate_before_training(tmp_path, monkeypatch, c
     assert "training" not in capsys.readouterr().out
 
 
+def test_pending_runs_counts_distinct_uncached_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("HGB_ARTIFACTS", str(tmp_path / "art"))
+    jobs = [_tiny(), _tiny(), _tiny(seed=1)]
+    assert train.pending_runs(jobs) == 2                                  # the duplicate counts once
+    train.train(jobs[0], progress=False)
+    assert train.pending_runs(jobs) == 1
+
+
 # --------------------------------------------------------------------------- every chapter, GPU shapes
 
 NOTEBOOKS = book_pages.toc_notebooks(REPO)

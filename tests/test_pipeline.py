@@ -151,6 +151,10 @@ def test_exec_stats_page():
     assert "failed (cell 7: AssertionError)" in page
     assert "| {doc}`Ch. 3 <03_c>` | | not run | |" in page
     assert "**15.3**" in page and "abc1234" in page
+    assert "prepare_models" not in page
+    page = book_pages.exec_stats_page(stats, ["01_a", "02_b"], prepare={"profile": "cpu", "runs": 17, "trained": 3,
+                                                                        "workers": 2, "seconds": 100.0})
+    assert "3 of 17 runs trained, 2 at a time, in 100.0 s" in page and "took 115.3 s" in page
 
 
 def test_write_pages(tmp_path):

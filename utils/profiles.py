@@ -176,8 +176,7 @@ _CHAPTERS = {
         # Pairs of disjoint splits: the two halves of the 1,500 digits (as the paper halves FFHQ and
         # CIFAR-10; S1 is the ladder's N = 750 run), and N = 2d = 128, the smallest split whose Gaussian
         # models agree (chapter 5's sweep), trained twice as long as the ladder because memorization
-        # sets in later with more images (a 32-channel model copies ~28 % of its samples at 2,000 steps
-        # and ~55 % at 4,000); the narrow pair is the same at 4 channels. seed_control adds S2's network
+        # sets in later with more images; the narrow pair is the same at 4 channels. seed_control adds S2's network
         # with another seed (other initial weights and draws) for the pairs whose agreement is claimed.
         "ch5": dict(pairs={"large": dict(n=750, seed_control=True),
                            "small": dict(n=128, overrides=dict(steps=4000, snapshot_steps=[
@@ -185,7 +184,13 @@ _CHAPTERS = {
                                1500, 1750, 2000, 2500, 3000, 3500])),
                            "narrow": dict(n=128, overrides=dict(steps=4000, model_channels=4, snapshot_steps=[]),
                                           seed_control=True)},
-                    n_noise=200, n_show=10, gauss_sizes=[8, 16, 32, 64, 128, 256, 512, 750], gauss_seeds=[0, 1, 2]),
+                    n_noise=200, n_show=10, gauss_sizes=[8, 16, 32, 64, 128, 256, 512, 750], gauss_seeds=[0, 1, 2],
+                    # Measured at cpu (2026-12-01): about a third of the small-split samples are copies after
+                    # 4,000 steps; the claim stays evaluated and would pass if it held.
+                    expected_to_fail=dict(
+                        small_copy="at N = 2d = 128 the onset of memorization lies beyond the 4,000 steps the cpu "
+                                   "budget allows (the onset grows about linearly with N, chapter 4); the pair "
+                                   "disagrees all the same (previous claim)")),
         # rampup_controls: the N = 64 run again with another lr ramp-up, to see what the Gaussian-phase
         # minimum tracks; pc_run: the N = 1,500 run replayed with a constant, smaller learning rate and
         # dense snapshots for the order in which principal components are learned.
@@ -194,7 +199,14 @@ _CHAPTERS = {
                     pc_run=dict(steps=500, lr=5e-4, lr_rampup_steps=0,
                                 snapshot_steps=[5, 10, 15, 20, 30, 40, 50, 60, 80, 100, 125, 150, 175, 200, 250,
                                                 300, 400]),
-                    pc_ablation=None, lin_steps=1000, lin_points=30, lin_dtype="float64"),
+                    pc_ablation=None, lin_steps=1000, lin_points=30, lin_dtype="float64",
+                    # Measured at cpu with the constant-lr replay (2026-12-01): slope 0.08 +- 0.16 over the 11
+                    # components above sigma^2; the claim stays evaluated and would pass if it held.
+                    expected_to_fail=dict(
+                        pc_order="8x8 digits have few components above sigma^2 at sigma = 0.47, spanning about "
+                                 "one decade of variance, and a network with a million parameters moves all of "
+                                 "them at once (the linear denoiser on the same data follows the theory); this "
+                                 "is the linear theory's claim (Wang & Pehlevan), not the paper's")),
     },
     "gpu": {
         "ch1": dict(n_train=50000, gd_sigmas=[0.47, 1.5017, 4.0661, 21.1087], gd_steps=8000,

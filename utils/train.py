@@ -522,6 +522,11 @@ def _cost(spec: dict) -> float:
     return s["steps"] * s["batch_size"] * (s["model_channels"] ** 2 + 64 * 64)   # rough: width^2 + overhead
 
 
+def pending_runs(jobs) -> int:
+    """How many distinct runs of ``jobs`` (as for :func:`train_many`) are not in the cache yet."""
+    return len(_pending(jobs)[1])
+
+
 def train_many(jobs, workers: int | None = None, threads_per_worker: int = 1, progress: bool = True,
                device: str | None = None) -> list:
     """Train every run of ``jobs`` (a list of specs or of ``(spec, x_train)`` pairs).
