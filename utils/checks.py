@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 
 def as_images(x, name: str = "x", ndim: int = 4) -> torch.Tensor:
@@ -125,3 +126,11 @@ def checked_output(out, x: torch.Tensor, denoiser, sigma) -> torch.Tensor:
         raise ValueError(f"denoiser {who} returned non-finite values (nan or inf) for {bad} of {len(out)} "
                          f"inputs at sigma = {sig}")
     return out
+
+
+def progress_bar(iterable, desc: str, enabled: bool = True, total: int | None = None):
+    """The book's progress bar for a loop of seconds (checkpoints, noise levels, models): a plain
+    tqdm bar on stderr (the built pages drop stderr, so it shows only while a notebook runs), shown
+    only once the loop has run for 2 s and removed when it ends. ``enabled=False`` turns it off."""
+    return tqdm(iterable, desc=desc, total=total, disable=not enabled, leave=False, delay=2,
+                mininterval=2, ncols=100)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from .checks import as_images, as_seed, as_sigma, checked_output, flat64, positive_int, sigma_list
+from .checks import as_images, as_seed, as_sigma, checked_output, flat64, positive_int, progress_bar, sigma_list
 from .denoisers import AffineDenoiser, PerSigmaDenoiser
 
 # The paper's per-sigma Adam learning rates (FFHQ EDM-VP, paper.md §6.2).
@@ -241,20 +241,22 @@ class Distillation:
 
 
 def distill_grid(denoiser, x_clean: torch.Tensor, sigmas, n_noise: int, seed: int = 0,
-                 adam_epochs: int | None = None, W_ref=None, adam_batch_size: int = 256) -> Distillation:
+                 adam_epochs: int | None = None, W_ref=None, adam_batch_size: int = 256,
+                 progress: bool = True) -> Distillation:
     """:func:`fit_affine` of ``denoiser`` at each sigma of ``sigmas`` on ``x_clean`` with ``n_noise``
     noise draws per image (the noise seed differs per sigma).
 
     With ``adam_epochs`` the paper's Adam recipe also runs at each sigma on the very pairs the closed
     form was fitted on (:func:`fit_affine_adam_pool`); ``W_ref(sigma)`` (e.g. ``D_G.weight``) gives
     the matrix its weight error is measured against. The pool is dropped after each sigma.
+    ``progress`` shows a progress bar over the grid.
     """
     sig = sigma_list(sigmas)
     if adam_epochs is not None and W_ref is None:
         raise ValueError("adam_epochs needs W_ref, a function sigma -> reference weight matrix")
     rec = TeacherRecorder(denoiser)
     fits, adam = [], []
-    for i, s in enumerate(sig):
+    for i, s in enumerate(progress_bar(sig, "distilling, per sigma", progress)):
         fits.append(fit_affine(rec, x_clean, s, n_noise=n_noise, seed=seed + 1000 * i))
         y, t = rec.pool()
         if adam_epochs is not None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .checks import as_images, flat64, positive_int, sigma_list
+from .checks import as_images, flat64, positive_int, progress_bar, sigma_list
 from .data import NoisyInputs
 from .denoisers import apply
 
@@ -125,7 +125,7 @@ def _linearity(denoiser, x1, x2, sigma, weights, batch_size):
 
 
 def linearity_curves(denoiser, x_clean: torch.Tensor, sigmas, alphas=(2 ** -0.5,), seed: int = 0,
-                     batch_size: int = 512) -> dict:
+                     batch_size: int = 512, progress: bool = True) -> dict:
     """The linearity score over a grid of noise levels, for several mixing weights alpha
     (beta = sqrt(1 - alpha^2), so the mixed input has noise level sigma too).
 
@@ -133,7 +133,8 @@ def linearity_curves(denoiser, x_clean: torch.Tensor, sigmas, alphas=(2 ** -0.5,
     ``NoisyInputs(x_clean, seed)``, fixed across sigma as in the paper's code (pass zeros for the
     code's pure-noise "choice 1"). Returns numpy arrays (len(alphas), len(sigmas)):
     ``"cosine"`` (eq. 11, mean |cos|) and ``"nmse"`` (eq. 12, mean ||D(mix) - combo|| / ||D(mix)||).
-    D(x1) and D(x2) are computed once per sigma and shared by every alpha.
+    D(x1) and D(x2) are computed once per sigma and shared by every alpha. ``progress``: a progress
+    bar over the grid.
     """
     as_images(x_clean, "x_clean")
     if len(x_clean) < 2 or len(x_clean) % 2:
@@ -147,7 +148,7 @@ def linearity_curves(denoiser, x_clean: torch.Tensor, sigmas, alphas=(2 ** -0.5,
     sig = sigma_list(sigmas)
     cos = np.zeros((len(alphas), len(sig)))
     err = np.zeros_like(cos)
-    for j, s in enumerate(sig):
+    for j, s in enumerate(progress_bar(sig, "linearity, per sigma", progress)):
         x = noisy.at(s)
         cos[:, j], err[:, j] = _linearity(denoiser, x[:n], x[n:], s, weights, batch_size)
     return {"cosine": cos, "nmse": err}

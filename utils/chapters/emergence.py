@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .. import edm, metrics, train
-from ..checks import as_images, as_sigma
+from ..checks import as_images, as_sigma, progress_bar
 from ..distill import fit_affine, train_affine_dsm
 
 
@@ -94,7 +94,7 @@ class SnapshotEval:
 def evaluate_snapshots(load: Callable[[int], Callable] | Mapping[int, Callable], steps: Iterable[int],
                        D_G, x_train: torch.Tensor, x_heldout: torch.Tensor, sigmas, x_T: torch.Tensor,
                        sampler_sigmas, *, noise_seed: int = 0, rmse: bool = True,
-                       progress: Callable | None = None) -> SnapshotEval:
+                       progress: Callable | None = None, bar: bool = True) -> SnapshotEval:
     """Evaluate every checkpoint ``load(step)`` (or ``load[step]``, e.g. ``utils.train.snapshots``).
 
     * RMSE(D, D_G) at each of ``sigmas`` on ``utils.data.NoisyInputs(x_heldout, noise_seed)``
@@ -102,6 +102,8 @@ def evaluate_snapshots(load: Callable[[int], Callable] | Mapping[int, Callable],
     * samples ``edm.sample(D, x_T, sampler_sigmas)`` (Euler) and, against ``x_train``, the
       memorized fraction and GL score (one ``utils.metrics.sample_stats``); their paired cosine to
       D_G's samples from the same ``x_T``.
+
+    ``progress(step)`` is called after each checkpoint; ``bar`` shows a progress bar.
     """
     as_images(x_train, "x_train")
     as_images(x_heldout, "x_heldout")
@@ -115,7 +117,7 @@ def evaluate_snapshots(load: Callable[[int], Callable] | Mapping[int, Callable],
     out = SnapshotEval(steps=np.array(steps), sigmas=np.array(sig), rmse=np.full((len(steps), len(sig)), np.nan),
                        memorized=np.zeros(len(steps)), gl=np.zeros(len(steps)), cosine=np.zeros(len(steps)),
                        gaussian_samples=gauss)
-    for t, step in enumerate(steps):
+    for t, step in enumerate(progress_bar(steps, "evaluating checkpoints", bar)):
         D = get(step)
         if rmse:
             out.rmse[t] = metrics.rmse_curves({"G": (D, D_G)}, x_heldout, sig, seed=noise_seed)["G"]

@@ -25,7 +25,7 @@ import torch
 
 from .. import data as data_mod
 from .. import edm, metrics, train
-from ..checks import as_images, positive_int
+from ..checks import as_images, positive_int, progress_bar
 from ..denoisers import GaussianDenoiser
 from ..regimes import Regimes
 
@@ -173,7 +173,7 @@ def gaussian_phase_step(spec: dict, s1: torch.Tensor, s2: torch.Tensor, x_eval: 
     sig = np.asarray(torch.as_tensor(sigmas, dtype=torch.float64).flatten())
     gauss = (GaussianDenoiser.fit(s1.cpu()), GaussianDenoiser.fit(s2.cpu()))
     crit = {}
-    for k in steps:
+    for k in progress_bar(steps, "Gaussian phase, per checkpoint", progress):
         nets = train_pair(s, s1, s2, step=k, device=device, progress=progress, seed2=seed2)
         x = x_eval.to(next(nets[0].parameters()).device)
         curves = metrics.rmse_curves({i: (net, dg) for i, (net, dg) in enumerate(zip(nets, gauss))}, x, sig, seed=seed)
@@ -193,7 +193,7 @@ def snapshot_agreement(spec: dict, s1: torch.Tensor, s2: torch.Tensor, x_T: torc
     """
     s = train.normalize_spec(spec)
     out = {}
-    for k in sorted(set(s["snapshot_steps"]) | {s["steps"]}):
+    for k in progress_bar(sorted(set(s["snapshot_steps"]) | {s["steps"]}), "pair agreement, per checkpoint", progress):
         d1, d2 = train_pair(s, s1, s2, step=k, device=device, progress=progress, seed2=seed2)
         a, b = edm.sample(d1, x_T, sigmas).cpu(), edm.sample(d2, x_T, sigmas).cpu()
         sim = metrics.sample_similarity(a, b)
@@ -211,14 +211,15 @@ def covariance_distance(s1: torch.Tensor, s2: torch.Tensor, reference: torch.Ten
 
 
 def gaussian_agreement(x: torch.Tensor, sizes, x_T: torch.Tensor, sigmas, seeds=(0,),
-                       reference: torch.Tensor | None = None, device: str = "cpu") -> list[dict]:
+                       reference: torch.Tensor | None = None, device: str = "cpu", progress: bool = True) -> list[dict]:
     """Agreement of the Gaussian models of two disjoint splits against the split size.
 
     For each size n and each seed, ``utils.data.disjoint_splits(x, n, seed)`` gives S1 and S2;
     their Gaussian denoisers are sampled from the shared noises ``x_T`` with ``sigmas``. Returns one
     row per size: ``n``, ``cosine`` / ``rmse`` (mean over seeds of ``sample_similarity``),
     ``rmse_std`` (std over seeds, 0 for one seed) and ``cov_dist`` (mean over seeds of
-    :func:`covariance_distance` against the covariance of ``reference``, default ``x``).
+    :func:`covariance_distance` against the covariance of ``reference``, default ``x``). ``progress``: a
+    progress bar over the sizes.
     """
     as_images(x, "x")
     seeds = list(seeds)
@@ -227,7 +228,7 @@ def gaussian_agreement(x: torch.Tensor, sizes, x_T: torch.Tensor, sigmas, seeds=
     ref_cov = GaussianDenoiser.fit((x if reference is None else reference).cpu()).covariance
     ref_norm = ref_cov.norm().clamp_min(1e-300)
     rows = []
-    for n in sizes:
+    for n in progress_bar(sizes, "Gaussian agreement, per size", progress):
         positive_int(int(n), "size")
         cos, rms, cov = [], [], []
         for sd in seeds:
