@@ -169,11 +169,3 @@ def test_cumulative_lr_and_what_a_minimum_tracks():
     assert same["best"] == emergence.HYPOTHESES[1] and same["predicted"][emergence.HYPOTHESES[1]] == pytest.approx(347, abs=2)
     with pytest.raises(ValueError):
         emergence.minimum_tracks(200, dict(spec, lr_rampup_steps=0), 300, long)
-
-
-def test_onset_rank_correlation_censors_at_the_top():
-    inf = float("inf")
-    assert emergence.onset_rank_correlation([1, 2, 3, 4], [10, 20, inf, inf]) == pytest.approx(1.0, abs=0.06)
-    assert emergence.onset_rank_correlation([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
-    with pytest.raises(ValueError):
-        emergence.onset_rank_correlation([1, 2], [1.0, float("nan")])

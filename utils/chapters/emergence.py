@@ -293,21 +293,6 @@ def increases_with(sizes, onsets) -> bool:
     return True
 
 
-def onset_rank_correlation(sizes, onsets) -> float:
-    """Spearman's rank correlation (``utils.metrics.rank_correlation``) of the memorization onsets
-    with the training-set sizes over the whole ladder. An onset censored at the end of training (inf:
-    no onset within the run) ranks above every measured one, tied with the other censored onsets."""
-    n = np.asarray(sizes, dtype=float)
-    t = np.asarray(onsets, dtype=float)
-    if n.shape != t.shape or n.ndim != 1:
-        raise ValueError(f"sizes and onsets must be 1-d of one length, got {n.shape} and {t.shape}")
-    if np.isnan(t).any():
-        raise ValueError("onsets must not be NaN (use inf for 'not within training')")
-    fin = t[np.isfinite(t)]
-    top = (fin.max() + 1.0) if len(fin) else 1.0
-    return metrics.rank_correlation(n, np.where(np.isfinite(t), t, top))
-
-
 # --------------------------------------------------------------------------- what the minimum follows
 
 def cumulative_lr(spec: dict, steps) -> np.ndarray:
