@@ -234,9 +234,14 @@ def main() -> None:
             for rec in stats.get("notebooks", {}).values():
                 print(f"   {rec.get('path', '?'):<45} {rec.get('profile', '?'):<6} {rec.get('status', '?'):<7} "
                       f"{rec.get('seconds', float('nan')):8.1f} s")
-            for key in ("total_seconds", "prepare_seconds"):
-                if key in stats:
-                    print(f"   {key}: {stats[key]:.0f} s")
+            total = sum(float(r.get("seconds", 0.0)) for r in stats.get("notebooks", {}).values())
+            print(f"   notebooks: {total:.0f} s")
+            prep = results_dir() / "prepare_stats.json"
+            if prep.exists():
+                p = json.loads(prep.read_text())
+                print(f"   models trained up front (prepare_models, profile {p.get('profile')}): {p.get('trained')} of "
+                      f"{p.get('runs')} runs, {p.get('workers')} at a time, {float(p.get('seconds', 0)):.0f} s; "
+                      f"with the notebooks {total + float(p.get('seconds', 0)):.0f} s")
 
 
 if __name__ == "__main__":
