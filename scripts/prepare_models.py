@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ def main(argv=None) -> int:
     stems = args.only or list(chapters.CHAPTERS)
     jobs = chapters.all_runs(P, args.seed, stems)
     pending = train.pending_runs(jobs)
-    workers = args.workers or os.cpu_count() or 1
+    workers = args.workers or train.usable_cores()
     t0 = time.perf_counter()
     folders = train.train_many(jobs, workers=workers, device=P.device)
     seconds = time.perf_counter() - t0

@@ -514,12 +514,21 @@ def _pending(jobs) -> tuple[list, dict]:
 
 def _workers(device, workers, n_runs: int) -> int:
     """How many runs :func:`train_many` trains at a time: one on CUDA, else up to the CPU count."""
-    return 1 if str(device) != "cpu" else max(1, min(workers or os.cpu_count() or 1, n_runs or 1))
+    return 1 if str(device) != "cpu" else max(1, min(workers or usable_cores(), n_runs or 1))
 
 
 def _cost(spec: dict) -> float:
     s = normalize_spec(spec)
     return s["steps"] * s["batch_size"] * (s["model_channels"] ** 2 + 64 * 64)   # rough: width^2 + overhead
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one, e.g. a
+    container limited to 2 of a host's 64 cores), else ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def pending_runs(jobs) -> int:
