@@ -244,6 +244,15 @@ def test_pending_runs_counts_distinct_uncached_runs(tmp_path, monkeypatch):
     assert train.pending_runs(jobs) == 1
 
 
+def test_train_many_in_worker_processes(tmp_path, monkeypatch):
+    monkeypatch.setenv("HGB_ARTIFACTS", str(tmp_path / "art"))
+    jobs = [_tiny(), _tiny(seed=1), _tiny(seed=1)]
+    folders = train.train_many(jobs, workers=2, progress=False, device="cpu")
+    assert folders[1] == folders[2] != folders[0]
+    assert all((f / "final.pt").exists() for f in folders) and train.pending_runs(jobs) == 0
+    assert 1 <= train.usable_cores() <= (os.cpu_count() or 1)
+
+
 # --------------------------------------------------------------------------- every chapter, GPU shapes
 
 NOTEBOOKS = book_pages.toc_notebooks(REPO)
