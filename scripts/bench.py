@@ -227,21 +227,27 @@ def main() -> None:
               f"two one-thread runs side by side give {tr['parallel_speedup']:.2f}x one two-thread run"
               f"  [goal: >= 1.3x: {'met' if tr['parallel_speedup'] >= 1.3 else 'NOT met'}]")
         print("5. per-chapter times of the last make book ...", flush=True)
-        stats = last_book_times()
-        if stats is None:
-            print("   (no execution-statistics ledger yet: run make book first)")
-        else:
-            for rec in stats.get("notebooks", {}).values():
-                print(f"   {rec.get('path', '?'):<45} {rec.get('profile', '?'):<6} {rec.get('status', '?'):<7} "
-                      f"{rec.get('seconds', float('nan')):8.1f} s")
-            total = sum(float(r.get("seconds", 0.0)) for r in stats.get("notebooks", {}).values())
-            print(f"   notebooks: {total:.0f} s")
-            prep = results_dir() / "prepare_stats.json"
-            if prep.exists():
-                p = json.loads(prep.read_text())
-                print(f"   models trained up front (prepare_models, profile {p.get('profile')}): {p.get('trained')} of "
-                      f"{p.get('runs')} runs, {p.get('workers')} at a time, {float(p.get('seconds', 0)):.0f} s; "
-                      f"with the notebooks {total + float(p.get('seconds', 0)):.0f} s")
+        print_book_times()
+
+
+def print_book_times() -> None:
+    """Part 5: the per-chapter times of the last make book and its up-front training stage."""
+    from utils.paths import results_dir
+    stats = last_book_times()
+    if stats is None:
+        print("   (no execution-statistics ledger yet: run make book first)")
+        return
+    for rec in stats.get("notebooks", {}).values():
+        print(f"   {rec.get('path', '?'):<45} {rec.get('profile', '?'):<6} {rec.get('status', '?'):<7} "
+              f"{rec.get('seconds', float('nan')):8.1f} s")
+    total = sum(float(r.get("seconds", 0.0)) for r in stats.get("notebooks", {}).values())
+    print(f"   notebooks: {total:.0f} s")
+    prep = results_dir() / "prepare_stats.json"
+    if prep.exists():
+        p = json.loads(prep.read_text())
+        print(f"   models trained up front (prepare_models, profile {p.get('profile')}): {p.get('trained')} of "
+              f"{p.get('runs')} runs, {p.get('workers')} at a time, {float(p.get('seconds', 0)):.0f} s; "
+              f"with the notebooks {total + float(p.get('seconds', 0)):.0f} s")
 
 
 if __name__ == "__main__":

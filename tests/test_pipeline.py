@@ -205,3 +205,17 @@ def test_broken_images_and_error_outputs(tmp_path):
     assert check_html.error_outputs(page)
     page.write_text('<div class="output stderr">warning</div>')
     assert check_html.error_outputs(page) == []
+
+
+def test_bench_prints_the_last_book_times(tmp_path, monkeypatch, capsys):
+    import bench
+    monkeypatch.setenv("HGB_RESULTS_DIR", str(tmp_path))
+    bench.print_book_times()
+    assert "no execution-statistics ledger" in capsys.readouterr().out
+    (tmp_path / "exec_stats.json").write_text(json.dumps(
+        {"notebooks": {"01_a": {"path": "book/01_a.ipynb", "profile": "cpu", "status": "ok", "seconds": 10.0}}}))
+    (tmp_path / "prepare_stats.json").write_text(json.dumps(
+        {"profile": "cpu", "runs": 3, "trained": 2, "workers": 2, "seconds": 90.0}))
+    bench.print_book_times()
+    out = capsys.readouterr().out
+    assert "notebooks: 10 s" in out and "2 of 3 runs, 2 at a time, 90 s; with the notebooks 100 s" in out
