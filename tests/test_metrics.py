@@ -1,6 +1,4 @@
 import math
-
-import numpy as np
 import pytest
 import torch
 
@@ -102,20 +100,3 @@ def test_trend_over_a_ladder():
     assert not trend([1, 2, 3, 4], [0.4, 0.1, 0.3, 0.2])[1]
     with pytest.raises(ValueError):
         trend([1, 2], [1, 2], minimum=0)
-
-
-def test_loglog_fit_pooled_over_groups():
-    """One slope, one intercept per group: groups on different levels do not bias the slope."""
-    x = np.array([1.0, 2.0, 4.0, 8.0] * 3)
-    grp = np.repeat([0, 1, 2], 4)
-    y = np.exp(np.array([0.0, 5.0, -3.0])[grp]) * x ** 0.7
-    fit = metrics.loglog_fit(x, y, groups=grp)
-    assert fit["slope"] == pytest.approx(0.7) and fit["n"] == 12 and fit["n_groups"] == 3
-    assert fit["stderr"] == pytest.approx(0.0, abs=1e-9) and math.isnan(fit["intercept"])
-    # without the groups the level shifts would dominate the slope; a lone pair carries no slope
-    noisy = y * np.exp(0.1 * np.sin(np.arange(12)))
-    pooled = metrics.loglog_fit(np.r_[x, 3.0], np.r_[noisy, 1e9], groups=np.r_[grp, 7])
-    assert pooled["n"] == 12 and pooled["n_groups"] == 3 and pooled["slope"] == pytest.approx(0.7, abs=0.1)
-    assert pooled["stderr"] > 0
-    with pytest.raises(ValueError, match="one label per pair"):
-        metrics.loglog_fit(x, y, groups=grp[:3])

@@ -321,42 +321,14 @@ def paired_difference(a, b) -> tuple[float, float]:
     return float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(diff)))
 
 
-def loglog_fit(x, y, groups=None) -> dict:
+def loglog_fit(x, y) -> dict:
     """Least-squares line log(y) = slope log(x) + intercept over the finite positive pairs, with the
-    slope's standard error (NaN with fewer than three pairs) and the number of pairs ``n``.
-
-    ``groups`` (one label per pair) fits one slope shared by all groups with its own intercept per
-    group (a pooled within-group fit: each group is centred on its own means, so only how y varies
-    with x *inside* a group counts); ``intercept`` is then NaN, ``n_groups`` the number of groups
-    with at least two pairs (single pairs carry no slope information and are left out), and the
-    standard error has n - n_groups - 1 degrees of freedom."""
+    slope's standard error (NaN with fewer than three pairs) and the number of pairs ``n``."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(f"x and y must be 1-d of one length, got {x.shape} and {y.shape}")
     ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    if groups is not None:
-        g = np.asarray(groups)
-        if g.shape != x.shape:
-            raise ValueError(f"groups must hold one label per pair, got shape {g.shape} for {x.shape[0]} pairs")
-        labels, counts = np.unique(g[ok], return_counts=True)
-        ok &= np.isin(g, labels[counts >= 2])
-        out = dict(slope=math.nan, intercept=math.nan, stderr=math.nan, n=int(ok.sum()),
-                   n_groups=int((counts >= 2).sum()))
-        lx, ly, gg = np.log(x[ok]), np.log(y[ok]), g[ok]
-        for lab in np.unique(gg):
-            m = gg == lab
-            lx[m] -= lx[m].mean()
-            ly[m] -= ly[m].mean()
-        sxx = float(lx @ lx)
-        if out["n"] < 2 or sxx == 0:
-            return out
-        out["slope"] = float(lx @ ly / sxx)
-        dof = out["n"] - out["n_groups"] - 1
-        if dof > 0:
-            resid = ly - out["slope"] * lx
-            out["stderr"] = float(np.sqrt(resid @ resid / dof / sxx))
-        return out
     n = int(ok.sum())
     out = dict(slope=math.nan, intercept=math.nan, stderr=math.nan, n=n)
     if n < 2 or np.ptp(np.log(x[ok])) == 0:
