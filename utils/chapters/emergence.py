@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .. import edm, metrics, train
-from ..checks import as_images, as_sigma, progress_bar
+from ..checks import as_images, as_sigma, progress_bar, sigma_list
 from ..distill import fit_affine, train_affine_dsm
 
 
@@ -112,7 +112,7 @@ def evaluate_snapshots(load: Callable[[int], Callable] | Mapping[int, Callable],
     if not steps:
         raise ValueError("steps must list at least one checkpoint")
     get = load.__getitem__ if isinstance(load, Mapping) else load
-    sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
+    sig = sigma_list(sigmas)
     gauss = edm.sample(D_G, x_T, sampler_sigmas).cpu()
     out = SnapshotEval(steps=np.array(steps), sigmas=np.array(sig), rmse=np.full((len(steps), len(sig)), np.nan),
                        memorized=np.zeros(len(steps)), gl=np.zeros(len(steps)), cosine=np.zeros(len(steps)),

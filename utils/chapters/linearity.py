@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from .. import data, edm, metrics
-from ..checks import as_images, positive_int
+from ..checks import as_images, positive_int, sigma_list
 
 # A model whose samples are copies (NN ratio < 1/3) more often than this counts as memorizing.
 MEMORIZED_THRESHOLD = metrics.MEMORIZING_FRACTION
@@ -72,7 +72,7 @@ def trained_sigmas(sigmas, images_seen: int, uniform_share: float = 0.0,
     networks saw above ``reference_sigma``, where the paper reports them under-trained?"""
     need = edm.training_draws_above(reference_sigma, reference_images)
     return [edm.training_draws_above(float(s), images_seen, uniform_share) >= need
-            for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten().tolist()]
+            for s in sigma_list(sigmas)]
 
 
 # --------------------------------------------------------------------------- memorization
