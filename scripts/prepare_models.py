@@ -28,15 +28,15 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="cpu", help="a profile name of utils.profiles (default cpu)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", action="append", metavar="STEM", help="only this chapter (repeatable)")
-    ap.add_argument("--workers", type=int, default=None, help="parallel training processes (default: CPU cores)")
+    ap.add_argument("--workers", type=int, default=None, help="parallel training processes (default: the CPU cores this process may use)")
     args = ap.parse_args(argv)
     P = profiles.resolve(args.profile)
     stems = args.only or list(chapters.CHAPTERS)
     jobs = chapters.all_runs(P, args.seed, stems)
     pending = train.pending_runs(jobs)
-    workers = args.workers or train.usable_cores()
+    workers = train.worker_count(P.device, args.workers, pending)
     t0 = time.perf_counter()
-    folders = train.train_many(jobs, workers=workers, device=P.device)
+    folders = train.train_many(jobs, workers=args.workers, device=P.device)
     seconds = time.perf_counter() - t0
     print(f"prepare_models: {len(set(folders))} distinct runs for {len(stems)} chapters at profile "
           f"{P.name} ready in {seconds:.0f} s ({pending} trained, {workers} at a time)")
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "prepare_stats.json").write_text(json.dumps(
         {"profile": P.name, "runs": len(set(folders)), "trained": pending,
-         "workers": 1 if str(P.device) != "cpu" else min(workers, max(1, pending)), "seconds": round(seconds, 1)},
+         "workers": workers, "seconds": round(seconds, 1)},
         indent=1) + "\n", encoding="utf-8")
     return 0
 

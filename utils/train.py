@@ -512,7 +512,7 @@ def _pending(jobs) -> tuple[list, dict]:
     return keys, todo
 
 
-def _workers(device, workers, n_runs: int) -> int:
+def worker_count(device, workers, n_runs: int) -> int:
     """How many runs :func:`train_many` trains at a time: one on CUDA, else up to the CPU count."""
     return 1 if str(device) != "cpu" else max(1, min(workers or usable_cores(), n_runs or 1))
 
@@ -558,7 +558,7 @@ def train_many(jobs, workers: int | None = None, threads_per_worker: int = 1, pr
 
     keys, todo = _pending(jobs)
     order = sorted(todo, key=lambda k: -_cost(todo[k][0]))
-    workers = _workers(device, workers, len(order))
+    workers = worker_count(device, workers, len(order))
     if progress and order:
         print(estimate(jobs, device=device, workers=workers, threads_per_worker=threads_per_worker)["text"],
               flush=True)
@@ -685,7 +685,7 @@ def estimate(jobs, device: str | None = None, workers: int | None = None, thread
     device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     n_timed = _as_int(steps if steps is not None else (3 if torch.device(device).type == "cuda" else 2), "steps", 1)
     keys, todo = _pending(jobs)
-    workers = _workers(device, workers, len(todo))
+    workers = worker_count(device, workers, len(todo))
     dev = torch.device(device)
     if dev.type == "cuda":
         name = torch.cuda.get_device_name(dev)
