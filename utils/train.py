@@ -683,7 +683,7 @@ def estimate(jobs, device: str | None = None, workers: int | None = None, thread
     ``text`` (what :func:`train_many` prints before it trains).
     """
     device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    n_timed = _as_int(steps if steps is not None else (3 if torch.device(device).type == "cuda" else 2), "steps", 1)
+    n_timed = positive_int(steps if steps is not None else (3 if torch.device(device).type == "cuda" else 2), "steps")
     keys, todo = _pending(jobs)
     workers = worker_count(device, workers, len(todo))
     dev = torch.device(device)
