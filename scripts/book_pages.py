@@ -115,13 +115,16 @@ def load_ledger(results_dir: Path, stem: str) -> list[dict] | None:
 
 
 def claim_status(row: dict) -> str:
-    if not row.get("reproduced", True):
-        return "not reproduced"
-    return "pass" if row.get("passed") else "FAIL"
+    """The status ``utils.claims.Claim`` wrote into the ledger row."""
+    status = row.get("status")
+    if status not in STATUS_CELL:
+        raise ValueError(f"ledger row {row.get('id', '?')} has no valid status ({status!r}); "
+                         f"expected one of {sorted(STATUS_CELL)}")
+    return status
 
 
-STATUS_CELL = {"pass": "{bdg-success}`pass`", "FAIL": "{bdg-danger}`FAIL`",
-               "not reproduced": "{bdg-secondary}`not reproduced`"}
+STATUS_CELL = {"pass": "{bdg-success}`pass`", "pass (marginal)": "{bdg-warning}`pass (marginal)`",
+               "FAIL": "{bdg-danger}`FAIL`", "not reproduced": "{bdg-secondary}`not reproduced`"}
 
 
 def results_page(stems: list[str], results_dir: Path) -> str:

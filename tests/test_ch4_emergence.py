@@ -146,10 +146,10 @@ def test_settle_step():
 
 def test_runs_include_the_ladder_and_the_chapter_variants():
     P = profiles.resolve("smoke")
-    C = P.chapter("ch4")
+    S = emergence.settings(P)
     runs = emergence.runs(P)
-    assert {r["n"] for r in runs} >= set(C["onset_sizes"]) | {C["main_n"], C["ref_n"]}
-    assert any(r["steps"] == C["pc_run"]["steps"] for r in runs)
+    assert {r["n"] for r in runs} >= set(S.onset_sizes) | {S.main_n, S.ref_n}
+    assert any(r["steps"] == S.pc_run["steps"] for r in runs)
 
 
 def test_cumulative_lr_and_what_a_minimum_tracks():

@@ -40,9 +40,8 @@ def test_s1_of_disjoint_splits_is_the_ladder_subset_and_shares_its_run(tmp_path,
 
 def test_runs_list_every_pair_and_its_seed_control():
     P = profiles.resolve("smoke")
-    C = P.chapter("ch5")
     runs = strong.runs(P, seed=0)
-    expect = sum(2 + bool(p.get("seed_control")) for p in C["pairs"].values())
+    expect = sum(2 + bool(p.get("seed_control")) for p in strong.settings(P).pairs.values())
     assert len(runs) == expect and all(isinstance(r, tuple) and len(r[1]) == r[0]["n"] for r in runs)
 
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import fake_data
-from utils import book, data, profiles, train
+from utils import book, chapters, data, profiles, train
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
@@ -71,9 +71,8 @@ def test_run_notebooks_refuses_a_gpu_profile_without_cuda(no_cuda):
 
 
 def test_every_profile_has_a_block_for_every_chapter():
-    keys = {name: set(profiles._CHAPTERS[name]) for name in profiles.NAMES}
-    assert all(k == keys["smoke"] for k in keys.values()), \
-        f"chapter blocks differ between profiles (add the missing ones to each profile): {keys}"
+    for stem in chapters.CHAPTERS:
+        assert set(chapters.module(stem).Settings.PROFILES) == set(profiles.NAMES), stem
     assert set(profiles._BASE) == set(profiles.NAMES)
 
 
@@ -117,11 +116,13 @@ def test_smoke_budget_keeps_data_and_model_and_takes_smoke_sizes(name, no_cuda):
     assert cut.snapshot_steps == tuple(sorted({up(k) for k in smoke.snapshot_steps}))
     assert max(cut.snapshot_steps) <= cut.train_steps
     train_keys = {"steps", "snapshot_steps", "lr_rampup_steps", "ema_halflife_steps", "batch_size"}
-    for ch, knobs in full.extra.items():
-        budgeted = cut.chapter(ch)
-        assert set(budgeted) == set(knobs), f"{ch}: the budget must keep the profile's keys"
-        for path, value in _ints(knobs, (ch,)):
-            small, got = _at(smoke.extra, path), _at(cut.extra, path)
+    for stem in chapters.CHAPTERS:
+        S = chapters.module(stem).Settings
+        knobs, small_knobs = S.for_profile(full).as_dict(), S.for_profile(smoke).as_dict()
+        budgeted = S.for_profile(cut).as_dict()
+        assert set(budgeted) == set(knobs), f"{stem}: the budget must keep the profile's keys"
+        for path, value in _ints(knobs, (stem,)):
+            small, got = _at({stem: small_knobs}, path), _at({stem: budgeted}, path)
             if set(path) & profiles.STRUCTURAL_KEYS:
                 assert got == value, path                  # channel counts are never budgeted
             elif path[-1] in train_keys:
@@ -133,7 +134,7 @@ def test_smoke_budget_keeps_data_and_model_and_takes_smoke_sizes(name, no_cuda):
         # floats, strings and switches (noise levels, ratios, dtypes, dataset names) stay the profile's
         for k, v in knobs.items():
             if isinstance(v, (float, str, bool)) or v is None:
-                assert budgeted[k] == v, (ch, k)
+                assert budgeted[k] == v, (stem, k)
 
 
 def test_smoke_budget_from_the_environment_and_bad_values(no_cuda, monkeypatch):
@@ -149,7 +150,7 @@ def test_smoke_budget_from_the_environment_and_bad_values(no_cuda, monkeypatch):
 
 def test_a_budgeted_profile_asserts_no_claim(no_cuda, tmp_path, monkeypatch):
     monkeypatch.setenv("HGB_RESULTS_DIR", str(tmp_path))
-    failing = [book.Claim("c", "p", "o", False)]
+    failing = [book.Claim(id="ch9.c", kind="check", claim="c", paper="p", ours="o", passed=False)]
     book.record_claims("x", failing, profiles.resolve("gpu", allow_cpu=True, budget="smoke"))
     for name in ("colab", "gpu"):
         with pytest.raises(AssertionError, match="1 of 1 claims"):

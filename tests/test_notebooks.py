@@ -75,7 +75,8 @@ def test_a_failing_claim_fails_the_notebook_at_cpu_not_at_smoke(sandbox):
     src = sandbox / "claims.ipynb"
     nbformat.write(_notebook("import utils.book\nP = utils.book.setup(profile, seed)",
                              "from utils.book import Claim\n"
-                             "utils.book.record_claims('claims', [Claim('c', '< 0.05', '0.3', False)], P)"), src)
+                             "utils.book.record_claims('claims', [Claim(id='ch9.c', kind='check', claim='c', paper='< 0.05', "
+                             "ours='0.3', passed=False)], P)"), src)
     assert _run(src, sandbox, "smoke")[0]["status"] == "ok"
     rec, _ = _run(src, sandbox, "cpu")
     assert rec["status"] == "failed" and rec["error"]["ename"] == "AssertionError"

@@ -115,11 +115,11 @@ def _ledger(d, stem, rows):
 
 
 def test_results_page(tmp_path):
-    row = dict(paper="> 0.96", ours="0.97", profile="cpu", passed=True, reproduced=True)
+    row = dict(paper="> 0.96", ours="0.97", profile="cpu", passed=True, status="pass")
     _ledger(tmp_path, "01_gaussian_theory", [dict(row, claim="D_G is the | Wiener filter")])
     _ledger(tmp_path, "03_linearity", [dict(row, claim="linearity"),
-                                       dict(row, claim="broken", passed=False),
-                                       dict(row, claim="too small", passed=False, reproduced=False)])
+                                       dict(row, claim="broken", passed=False, status="FAIL"),
+                                       dict(row, claim="too small", passed=False, status="not reproduced")])
     page = book_pages.results_page(["01_gaussian_theory", "02_memorization_generalization", "03_linearity"],
                                    tmp_path)
     assert page.startswith("# Results")
@@ -134,7 +134,7 @@ def test_results_page(tmp_path):
 
 
 def test_results_page_all_pass_and_empty(tmp_path):
-    _ledger(tmp_path, "x", [dict(claim="c", paper="p", ours="o", profile="gpu", passed=True, reproduced=True)])
+    _ledger(tmp_path, "x", [dict(claim="c", paper="p", ours="o", profile="gpu", passed=True, status="pass")])
     page = book_pages.results_page(["x"], tmp_path)
     assert "1 / 1 claims reproduced at profile `gpu`" in page and ":class: tip" in page
     assert "No chapter" in book_pages.results_page([], tmp_path)

@@ -16,8 +16,8 @@ def test_resolve():
         profiles.resolve("tpu")
     with pytest.raises(TypeError):
         profiles.resolve(3)
-    with pytest.raises(KeyError, match="chapter"):
-        profiles.resolve("cpu").chapter("ch99")
+    with pytest.raises(AttributeError, match="settings"):
+        profiles.resolve("cpu").chapter("ch3")
 
 
 def test_cpu_ladder_spans_n_below_and_above_d():

@@ -21,8 +21,9 @@ one rule (:func:`_smoke_budget`). It is how the GPU profiles' code paths are tes
 (tests/test_gpu_paths.py); a budgeted profile asserts no claim.
 
 A chapter reads the shared fields (dataset, model ladder, training length) from the returned
-:class:`Profile` and its own knobs from ``profile.chapter("ch2")``; each chapter owns one block of
-``_CHAPTERS``, and every profile has a block for every chapter (tests/test_profiles_nets.py).
+:class:`Profile`, and its own knobs from its chapter module: ``<module>.settings(P)``, a typed,
+validated dataclass (``utils.settings.ChapterSettings``) whose per-profile blocks live next to it, in
+``utils/chapters/<name>.py``; the smoke budget reaches them through :func:`budget_value`.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ BUDGETS = ("full", "smoke")
 @dataclass(frozen=True)
 class Profile:
     """A scale preset. Every field is plain data so it prints predictably; a Profile hashes by its
-    name, device and shared fields (the chapter knobs in ``extra`` take part in equality only)."""
+    name, device, shared fields and budget. Chapter knobs are not here: ``<chapter module>.settings(P)``."""
 
     name: str
     device: str
@@ -64,7 +65,6 @@ class Profile:
     # share of log-uniform sigma in [0.002, 80] mixed into EDM's log-normal training p(sigma): a declared
     # deviation from EDM, so that the high noise levels are trained at all (see utils.edm.edm_training_sigmas)
     sigma_uniform_share: float = 0.0
-    extra: dict = field(default_factory=dict, hash=False)
     budget: str = "full"         # "smoke": sizes and steps cut to the smoke profile's (see resolve)
 
     @property
@@ -73,12 +73,11 @@ class Profile:
         from . import regimes
         return regimes.of_dataset(self.dataset)
 
-    def chapter(self, key: str) -> dict:
-        """The chapter-specific knobs of this profile (a fresh copy)."""
-        if key not in self.extra:
-            raise KeyError(f"profile {self.name!r} has no settings for chapter {key!r}; "
-                           f"known: {sorted(self.extra)}")
-        return copy.deepcopy(self.extra[key])
+    def chapter(self, key: str):
+        """Removed: a chapter's knobs are typed settings owned by its chapter module."""
+        raise AttributeError(f"Profile.chapter({key!r}) is gone: a chapter's settings are typed and validated "
+                             f"by its chapter module -- use `<module>.settings(P)`, e.g. "
+                             f"`utils.chapters.linearity.settings(P)`")
 
     def train_spec(self, n: int, model_channels: int | None = None, seed: int = 0, **overrides) -> dict:
         """The training spec (a dict for ``utils.train.get_model``) of one model of the ladder:
@@ -122,119 +121,6 @@ _BASE = {
                 sigma_uniform_share=0.2, n_samples=100, n_eval=500),
 }
 
-# Chapter-specific knobs, one block per chapter (keys "ch1", "ch2", ...).
-_CHAPTERS = {
-    "smoke": {
-        "ch1": dict(n_train=300, gd_sigmas=[0.47, 4.0661], gd_steps=50, adam_steps=50, adam_batch=64,
-                    adam_lr=1e-2, train_dtype="float64", solver_steps=[5, 10, 20],
-                    lowsigma_datasets=["digits"], lowsigma_ratios=[0.25, 1.0, 4.0],
-                    tower_n_train=200, tower_sigmas=[0.1166, 4.0661], tower_claim_sigma=0.1166,
-                    tower_n_noise=2),
-        "ch2": dict(n_show=4, n_denoise=2, loss_window=5, curve_steps=10),
-        "ch3": dict(n_pairs=4, lin_steps=10, alpha2=[0.99, 0.5], n_distill=64, n_noise=2, adam_epochs=3,
-                    align_k=8, sv_sigma=1.5017, n_sv=8, n_show=6, n_rmse=32, off_dataset="patches",
-                    expected_to_fail={}),
-        "ch5": dict(pairs={"large": dict(n=64, seed_control=True),
-                           "small": dict(n=8, overrides=dict(steps=30, snapshot_steps=[5, 10, 20])),
-                           "narrow": dict(n=8, overrides=dict(steps=30, model_channels=4, snapshot_steps=[]),
-                                          seed_control=True)},
-                    n_noise=16, n_show=6, gauss_sizes=[4, 8, 16, 32], gauss_seeds=[0]),
-        "ch4": dict(main_n=8, ref_n=64, onset_sizes=[8, 64], n_show=4, pc_sigma=0.47, pc_noise=16,
-                    pc_tol=0.2, pc_min_gap=0.1, rampup_controls=[dict(lr_rampup_steps=10)],
-                    pc_run=dict(steps=20, lr=5e-4, lr_rampup_steps=0, snapshot_steps=[2, 5, 10, 15]),
-                    pc_ablation=dict(lr_rampup_steps=1), lin_steps=20, lin_points=5, lin_dtype="float64"),
-    },
-    "cpu": {
-        "ch1": dict(n_train=1500, gd_sigmas=[0.1166, 0.47, 1.5017, 4.0661, 21.1087], gd_steps=2000,
-                    adam_steps=2000, adam_batch=256, adam_lr=1e-2, train_dtype="float64",
-                    solver_steps=[5, 10, 18, 40, 80, 160, 320], lowsigma_datasets=["digits", "patches"],
-                    lowsigma_ratios=[1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1, 1.5, 2, 4, 16],
-                    tower_n_train=1500, tower_sigmas=[0.0204, 0.1166, 0.47, 1.5017, 4.0661, 9.7232],
-                    tower_claim_sigma=0.1166, tower_n_noise=32),
-        # curve_steps: the RMSE curves use the 40-step EDM grid, not the sampler's 10 levels: the
-        # intermediate regime of 8x8 digits spans one decade of sigma, which holds only two levels of
-        # the 10-step grid (0.47, 1.5) and eight of the 40-step one. Which N and widths are compared,
-        # thresholds and trend minima: constants in utils/chapters/memorization.py.
-        "ch2": dict(n_show=10, n_denoise=3, loss_window=50, curve_steps=40),
-        # off_dataset: inputs from another distribution for distillation (paper: CelebA-HQ for its FFHQ
-        # networks): natural-image patches average-pooled from 16x16 to the digits' 8x8. Thresholds:
-        # constants in utils/chapters/linearity.py.
-        "ch3": dict(n_pairs=100, lin_steps=40, alpha2=[0.99, 0.8675, 0.745, 0.6225, 0.5], n_distill=297,
-                    n_noise=16, adam_epochs=100, align_k=20, sv_sigma=1.5017, n_sv=16, n_show=10, n_rmse=297,
-                    off_dataset="patches",
-                    # Claims that the cpu build measured not to hold, with the reason (the chapter's page
-                    # shows the measurements); each is still evaluated, and reported as passing if it holds.
-                    expected_to_fail=dict(
-                        alpha_every_sigma="in the low regime, where the five scores are all close to 1, the curves "
-                                          "of the two most even mixes cross; the minimum over sigma orders with "
-                                          "alpha^2 (next claim)",
-                        clearly_smaller="the second memorizing network, N = 64 = d, copies only part of its samples "
-                                        "and its distilled map is already close to D_G",
-                        symmetric="the asymmetric part of W_L lies mostly outside the leading principal components "
-                                  "(see the restricted value), in low-variance directions that training constrains "
-                                  "least; W_L grows more symmetric with N (previous claim)")),
-        # Pairs of disjoint splits: the two halves of the 1,500 digits (as the paper halves FFHQ and
-        # CIFAR-10; S1 is the ladder's N = 750 run), and N = 2d = 128, the smallest split whose Gaussian
-        # models agree (chapter 5's sweep), trained twice as long as the ladder because memorization
-        # sets in later with more images; the narrow pair is the same at 4 channels. seed_control adds S2's network
-        # with another seed (other initial weights and draws) for the pairs whose agreement is claimed.
-        "ch5": dict(pairs={"large": dict(n=750, seed_control=True),
-                           "small": dict(n=128, overrides=dict(steps=4000, snapshot_steps=[
-                               25, 50, 75, 100, 125, 150, 175, 200, 250, 300, 400, 500, 600, 750, 1000, 1250,
-                               1500, 1750, 2000, 2500, 3000, 3500])),
-                           "narrow": dict(n=128, overrides=dict(steps=4000, model_channels=4, snapshot_steps=[]),
-                                          seed_control=True)},
-                    n_noise=200, n_show=10, gauss_sizes=[8, 16, 32, 64, 128, 256, 512, 750], gauss_seeds=[0, 1, 2],
-                    # Measured at cpu (2026-12-01): about a third of the small-split samples are copies after
-                    # 4,000 steps; the claim stays evaluated and would pass if it held.
-                    expected_to_fail=dict(
-                        small_copy="at N = 2d = 128 the onset of memorization lies beyond the 4,000 steps the cpu "
-                                   "budget allows (the onset grows about linearly with N, chapter 4); the pair "
-                                   "disagrees all the same (previous claim)")),
-        # rampup_controls: the N = 64 run again with another lr ramp-up, to see what the Gaussian-phase
-        # minimum tracks; pc_run: the N = 1,500 run replayed with a constant, smaller learning rate and
-        # dense snapshots for the order in which principal components are learned.
-        "ch4": dict(main_n=64, ref_n=1500, onset_sizes=[16, 64, 256, 750, 1500], n_show=10, pc_sigma=0.47,
-                    pc_noise=16, pc_tol=0.2, pc_min_gap=0.1, rampup_controls=[dict(lr_rampup_steps=600)],
-                    pc_run=dict(steps=500, lr=5e-4, lr_rampup_steps=0,
-                                snapshot_steps=[5, 10, 15, 20, 30, 40, 50, 60, 80, 100, 125, 150, 175, 200, 250,
-                                                300, 400]),
-                    pc_ablation=None, lin_steps=1000, lin_points=30, lin_dtype="float64",
-                    # Measured at cpu with the constant-lr replay (2026-12-01): slope 0.08 +- 0.16 over the 11
-                    # components above sigma^2; the claim stays evaluated and would pass if it held.
-                    expected_to_fail=dict(
-                        pc_order="8x8 digits have few components above sigma^2 at sigma = 0.47, spanning about "
-                                 "one decade of variance, and a network with a million parameters moves all of "
-                                 "them at once (the linear denoiser on the same data follows the theory); this "
-                                 "is the linear theory's claim (Wang & Pehlevan), not the paper's")),
-    },
-    "gpu": {
-        "ch1": dict(n_train=50000, gd_sigmas=[0.47, 1.5017, 4.0661, 21.1087], gd_steps=8000,
-                    adam_steps=4000, adam_batch=256, adam_lr=1e-3, train_dtype="float32",
-                    solver_steps=[5, 10, 18, 40, 80, 160, 320], lowsigma_datasets=["cifar10"],
-                    lowsigma_ratios=[1 / 16, 1 / 4, 1 / 2, 3 / 4, 1, 1.5, 2, 4],
-                    tower_n_train=1000, tower_sigmas=[0.1166, 1.5017],
-                    tower_claim_sigma=0.1166, tower_n_noise=1000),
-        "ch2": dict(n_show=8, n_denoise=3, loss_window=1000, curve_steps=40),
-        # off_dataset for CIFAR-10 (3x32x32): grey 16x16 patches, pixel-doubled and repeated over RGB.
-        "ch3": dict(n_pairs=100, lin_steps=40, alpha2=[0.99, 0.8675, 0.745, 0.6225, 0.5], n_distill=10000,
-                    n_noise=4, adam_epochs=100, align_k=100, sv_sigma=4.0661, n_sv=25, n_show=10, n_rmse=1000,
-                    off_dataset="patches", expected_to_fail={}),
-        "ch5": dict(pairs={"large": dict(n=25000, overrides=dict(model_channels=64), seed_control=True),
-                           "small": dict(n=782),
-                           "narrow": dict(n=782, overrides=dict(model_channels=4, snapshot_steps=[]),
-                                          seed_control=True)},
-                    n_noise=200, n_show=10, gauss_sizes=[50, 100, 200, 400, 782, 1600, 3200, 6400, 12500, 25000],
-                    gauss_seeds=[0]),
-        "ch4": dict(main_n=782, ref_n=50000, onset_sizes=[782, 12500, 50000], n_show=10, pc_sigma=0.47,
-                    pc_noise=8, pc_tol=0.2, pc_min_gap=0.1, rampup_controls=[dict(lr_rampup_steps=15000)],
-                    pc_run=dict(steps=6000, snapshot_steps=[100, 200, 300, 500, 750, 1000, 1500, 2000, 2500,
-                                                            3000, 4000, 5000]),
-                    pc_ablation=dict(lr_rampup_steps=1), lin_steps=3000, lin_points=12, lin_dtype="float32"),
-    },
-}
-
-
 # --------------------------------------------------------------------------- the colab profile
 # What profile="auto" runs on a GPU: each chapter should finish within one free Colab T4 session
 # (about an hour) from scratch, i.e. without the models of earlier chapters (a fresh runtime has
@@ -254,36 +140,6 @@ _BASE["colab"] = dict(
     snapshot_steps=(50, 100, 150, 200, 300, 400, 500, 750, 1000, 1250, 1500, 2000, 2500, 3000, 3500, 4000,
                     4500, 5000, 5500),
     sigma_uniform_share=0.2, n_samples=100, n_eval=500)
-
-# The colab profile's chapter knobs, one block per chapter (chapters add theirs here too). Sizes
-# follow d = 1,024 as the cpu blocks follow d = 64: the chapter helpers own the science choices.
-_CHAPTERS["colab"] = {
-    "ch1": dict(n_train=10000, gd_sigmas=[0.47, 1.5017, 4.0661, 21.1087], gd_steps=8000, adam_steps=4000,
-                adam_batch=256, adam_lr=1e-3, train_dtype="float32", solver_steps=[5, 10, 18, 40, 80, 160, 320],
-                lowsigma_datasets=["mnist"], lowsigma_ratios=[1 / 16, 1 / 4, 1 / 2, 3 / 4, 1, 1.5, 2, 4],
-                tower_n_train=1000, tower_sigmas=[0.1166, 1.5017], tower_claim_sigma=0.1166, tower_n_noise=1000),
-    "ch2": dict(n_show=10, n_denoise=3, loss_window=200),
-    # n_distill x n_noise = 10,000 noisy inputs per sigma > d = 1,024 (the closed-form fit needs > d)
-    "ch3": dict(n_pairs=100, lin_steps=40, alpha2=[0.99, 0.8675, 0.745, 0.6225, 0.5], n_distill=5000,
-                n_noise=2, adam_epochs=100, align_k=50, sv_sigma=4.0661, n_sv=25, n_show=10, n_rmse=1000),
-    # main_n = 256 < d memorizes (the Gaussian phase then the rise); pc_run: the N = 16,384 run replayed
-    # with a constant, smaller learning rate and dense snapshots, as at the cpu profile.
-    "ch4": dict(main_n=256, ref_n=16384, onset_sizes=[64, 256, 1024, 4096, 16384], n_show=10, pc_sigma=0.47,
-                pc_noise=8, pc_tol=0.2, pc_min_gap=0.1, rampup_controls=[dict(lr_rampup_steps=1500)],
-                pc_run=dict(steps=1500, lr=5e-4, lr_rampup_steps=0,
-                            snapshot_steps=[10, 20, 30, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 1250]),
-                pc_ablation=None, lin_steps=1500, lin_points=20, lin_dtype="float32"),
-    # the two halves of 60,000 (as the paper halves CIFAR-10); N = 2d = 2,048 trained twice as long as
-    # the ladder (as at the cpu profile), and the same at 4 channels.
-    "ch5": dict(pairs={"large": dict(n=30000, seed_control=True),
-                       "small": dict(n=2048, overrides=dict(steps=12000, snapshot_steps=[
-                           50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 8000, 10000])),
-                       "narrow": dict(n=2048, overrides=dict(steps=12000, model_channels=4, snapshot_steps=[]),
-                                      seed_control=True)},
-                n_noise=200, n_show=10, gauss_sizes=[64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 30000],
-                gauss_seeds=[0, 1]),
-}
-
 
 # --------------------------------------------------------------------------- the smoke budget
 # Shared fields that are sizes, step counts or counts: under budget="smoke" they take the smoke
@@ -350,15 +206,16 @@ def _budgeted(value, small, key=None):
     return copy.deepcopy(value)
 
 
-def _smoke_budget(base: dict, chapters: dict) -> tuple[dict, dict]:
-    """(shared fields, chapter knobs) of a profile cut to the smoke budget (see the module docstring)."""
-    base = dict(base, **{k: _cheaper_training("steps" if k == "train_steps" else k, _BASE["smoke"][k])
+def budget_value(value, small, key: str | None = None):
+    """The smoke budget's rule for one value of a chapter's settings (``key``: its field name), given
+    the smoke profile's value ``small`` of the same field: see :func:`_budgeted`."""
+    return _budgeted(value, small, key)
+
+
+def _smoke_budget(base: dict) -> dict:
+    """The shared fields of a profile cut to the smoke budget (see the module docstring)."""
+    return dict(base, **{k: _cheaper_training("steps" if k == "train_steps" else k, _BASE["smoke"][k])
                          for k in BUDGET_FIELDS})
-    missing = sorted(set(chapters) - set(_CHAPTERS["smoke"]))
-    if missing:
-        raise KeyError(f"the smoke profile has no block for chapter(s) {missing}: the smoke budget takes its "
-                       f"sizes and steps from there")
-    return base, {ch: _budgeted(knobs, _CHAPTERS["smoke"][ch]) for ch, knobs in chapters.items()}
 
 
 def _env_flag(name: str) -> bool:
@@ -393,7 +250,7 @@ def resolve(profile: str = "auto", *, allow_cpu: bool | None = None, budget: str
             f"'colab' there). Without a GPU use profile='cpu' (or 'auto'). To run {profile!r} on the CPU "
             f"anyway (very slow; for tests), pass allow_cpu=True or set HGB_ALLOW_CPU=1.")
     device = "cuda" if (profile in CUDA_PROFILES and cuda) else "cpu"
-    base, chapters = _BASE[profile], _CHAPTERS[profile]
+    base = _BASE[profile]
     if budget == "smoke":
-        base, chapters = _smoke_budget(base, chapters)
-    return Profile(name=profile, device=device, extra=copy.deepcopy(chapters), budget=budget, **base)
+        base = _smoke_budget(base)
+    return Profile(name=profile, device=device, budget=budget, **base)

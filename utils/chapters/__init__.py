@@ -38,8 +38,21 @@ def all_runs(P, seed: int = 0, stems=None) -> list:
     """Every training run the chapters ``stems`` (default: all) need at profile ``P``: a list of specs
     and ``(spec, x_train)`` pairs for ``utils.train.train_many`` (duplicates are trained once)."""
     jobs = []
+    all_settings(P)                          # every chapter's block checked before anything trains
     for stem in (stems or CHAPTERS):
         fn = getattr(module(stem), "runs", None)
         if fn is not None:
             jobs += fn(P, seed)
     return jobs
+
+
+def settings(P, stem: str):
+    """The validated settings of chapter ``stem`` at profile ``P`` (raises ``SettingsError`` naming the
+    profile, chapter and key of anything missing, unknown or ill-typed)."""
+    return module(stem).settings(P)
+
+
+def all_settings(P) -> dict:
+    """``{stem: settings}`` of every chapter at profile ``P``: resolving them all checks every block
+    of the profile before anything trains."""
+    return {stem: settings(P, stem) for stem in CHAPTERS}

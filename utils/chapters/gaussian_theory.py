@@ -29,6 +29,58 @@ from ..distill import fit_affine
 from ..edm import sample, sigma_steps
 from ..metrics import loglog_fit, sample_similarity
 from ..regimes import FFHQ_D, PAPER_FFHQ, from_eigvals, scaled_sigma
+from ..settings import ChapterSettings
+
+
+
+# --------------------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class Settings(ChapterSettings):
+    """Chapter 1's knobs (defaults: the cpu profile); ``PROFILES`` gives each profile's differences."""
+
+    CHAPTER = "ch1"
+    n_train: int = 1500                       # training images of the closed-form experiments
+    gd_sigmas: list[float] = field(default_factory=lambda: [0.1166, 0.47, 1.5017, 4.0661, 21.1087])
+    gd_steps: int = 2000                      # gradient-descent steps of Theorem 1's affine DSM run
+    adam_steps: int = 2000
+    adam_batch: int = 256
+    adam_lr: float = 1e-2
+    train_dtype: str = "float64"              # dtype of the affine DSM runs
+    solver_steps: list[int] = field(default_factory=lambda: [5, 10, 18, 40, 80, 160, 320])
+    lowsigma_datasets: list[str] = field(default_factory=lambda: ["digits", "patches"])
+    lowsigma_ratios: list[float] = field(default_factory=lambda: [1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1, 1.5, 2, 4, 16])
+    tower_n_train: int = 1500
+    tower_sigmas: list[float] = field(default_factory=lambda: [0.0204, 0.1166, 0.47, 1.5017, 4.0661, 9.7232])
+    tower_claim_sigma: float = 0.1166
+    tower_n_noise: int = 32
+    expected_to_fail: dict[str, str] = field(default_factory=dict)   # claim id -> reason, written before the run
+
+    PROFILES = {
+        "smoke": dict(n_train=300, gd_sigmas=[0.47, 4.0661], gd_steps=50, adam_steps=50, adam_batch=64,
+                      solver_steps=[5, 10, 20], lowsigma_datasets=["digits"], lowsigma_ratios=[0.25, 1.0, 4.0],
+                      tower_n_train=200, tower_sigmas=[0.1166, 4.0661], tower_n_noise=2),
+        "cpu": {},
+        "colab": dict(n_train=10000, gd_sigmas=[0.47, 1.5017, 4.0661, 21.1087], gd_steps=8000, adam_steps=4000,
+                      adam_lr=1e-3, train_dtype="float32", lowsigma_datasets=["mnist"],
+                      lowsigma_ratios=[1 / 16, 1 / 4, 1 / 2, 3 / 4, 1, 1.5, 2, 4], tower_n_train=1000,
+                      tower_sigmas=[0.1166, 1.5017], tower_n_noise=1000),
+        "gpu": dict(n_train=50000, gd_sigmas=[0.47, 1.5017, 4.0661, 21.1087], gd_steps=8000, adam_steps=4000,
+                    adam_lr=1e-3, train_dtype="float32", lowsigma_datasets=["cifar10"],
+                    lowsigma_ratios=[1 / 16, 1 / 4, 1 / 2, 3 / 4, 1, 1.5, 2, 4], tower_n_train=1000,
+                    tower_sigmas=[0.1166, 1.5017], tower_n_noise=1000),
+    }
+
+    def validate(self):
+        if self.train_dtype not in ("float32", "float64"):
+            raise ValueError(f"train_dtype must be 'float32' or 'float64', got {self.train_dtype!r}")
+        if self.tower_claim_sigma not in self.tower_sigmas:
+            raise ValueError(f"tower_claim_sigma {self.tower_claim_sigma} must be one of tower_sigmas {self.tower_sigmas}")
+
+
+def settings(P) -> Settings:
+    """This chapter's validated settings at profile ``P`` (``utils.settings.ChapterSettings``)."""
+    return Settings.for_profile(P)
 
 
 def runs(P, seed: int = 0) -> list:

@@ -30,6 +30,7 @@ from ..checks import as_images, positive_int
 from ..denoisers import EmpiricalDenoiser, GaussianDenoiser, apply
 from ..metrics import MEMORIZING_FRACTION, SampleStats, sample_stats
 from ..regimes import Regimes, scaled_sigma
+from ..settings import ChapterSettings
 
 PAPER_GL_THRESHOLD = 0.6                   # "GL > 0.6 indicates generalization" (paper App. B.1, FFHQ)
 
@@ -65,6 +66,37 @@ def gl_standard_error(stats: SampleStats) -> float:
     """Standard error of a GL score: std of the per-sample ||x - NN(x)|| / ||x|| over sqrt(k)."""
     r = np.asarray(stats.rel_dist, dtype=float)
     return float(r.std(ddof=1) / math.sqrt(len(r))) if len(r) > 1 else float("nan")
+
+
+
+# --------------------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class Settings(ChapterSettings):
+    """Chapter 2's knobs (defaults: the cpu profile); ``PROFILES`` gives each profile's differences.
+    Which N and widths are compared, thresholds and trend minima are the constants above."""
+
+    CHAPTER = "ch2"
+    n_show: int = 10              # samples shown per model
+    n_denoise: int = 3            # images in the denoising figure
+    loss_window: int = 50         # moving-average window of the loss curves
+    # The RMSE curves use the 40-step EDM grid, not the sampler's 10 levels: the intermediate regime of
+    # 8x8 digits spans one decade of sigma, which holds only two levels of the 10-step grid (0.47, 1.5)
+    # and eight of the 40-step one.
+    curve_steps: int = 40
+    expected_to_fail: dict[str, str] = field(default_factory=dict)   # claim id -> reason, written before the run
+
+    PROFILES = {
+        "smoke": dict(n_show=4, n_denoise=2, loss_window=5, curve_steps=10),
+        "cpu": {},
+        "colab": dict(loss_window=200),
+        "gpu": dict(n_show=8, loss_window=1000),
+    }
+
+
+def settings(P) -> Settings:
+    """This chapter's validated settings at profile ``P`` (``utils.settings.ChapterSettings``)."""
+    return Settings.for_profile(P)
 
 
 def runs(P, seed: int = 0) -> list:

@@ -18,6 +18,8 @@ split and the pair disagrees. This module holds what chapter 5 computes:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import math
 
 import numpy as np
@@ -28,14 +30,86 @@ from .. import edm, metrics, train
 from ..checks import as_images, positive_int, progress_bar
 from ..denoisers import GaussianDenoiser
 from ..regimes import Regimes
+from ..settings import ChapterSettings
+
+
+
+# --------------------------------------------------------------------------- settings
+
+PAIR_KEYS = frozenset({"n", "overrides", "seed_control"})
+
+
+@dataclass(frozen=True)
+class Settings(ChapterSettings):
+    """Chapter 5's knobs (defaults: the cpu profile); ``PROFILES`` gives each profile's differences."""
+
+    CHAPTER = "ch5"
+    # Pairs of disjoint splits: the two halves of the 1,500 digits (as the paper halves FFHQ and CIFAR-10;
+    # S1 is the ladder's N = 750 run), and N = 2d = 128, the smallest split whose Gaussian models agree
+    # (this chapter's sweep), trained twice as long as the ladder because memorization sets in later with
+    # more images; the narrow pair is the same at 4 channels. seed_control adds S2's network with another
+    # seed (other initial weights and draws) for the pairs whose agreement is claimed.
+    pairs: dict = field(default_factory=lambda: {
+        "large": dict(n=750, seed_control=True),
+        "small": dict(n=128, overrides=dict(steps=4000, snapshot_steps=[
+            25, 50, 75, 100, 125, 150, 175, 200, 250, 300, 400, 500, 600, 750, 1000, 1250,
+            1500, 1750, 2000, 2500, 3000, 3500])),
+        "narrow": dict(n=128, overrides=dict(steps=4000, model_channels=4, snapshot_steps=[]), seed_control=True)})
+    n_noise: int = 200            # initial noises shared by every model of a pair
+    n_show: int = 10
+    gauss_sizes: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128, 256, 512, 750])
+    gauss_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    expected_to_fail: dict[str, str] = field(default_factory=dict)   # claim id -> reason, written before the run
+
+    PROFILES = {
+        "smoke": dict(pairs={"large": dict(n=64, seed_control=True),
+                             "small": dict(n=8, overrides=dict(steps=30, snapshot_steps=[5, 10, 20])),
+                             "narrow": dict(n=8, overrides=dict(steps=30, model_channels=4, snapshot_steps=[]),
+                                            seed_control=True)},
+                      n_noise=16, n_show=6, gauss_sizes=[4, 8, 16, 32], gauss_seeds=[0]),
+        # Measured at cpu (2026-12-01): about a third of the small-split samples are copies after 4,000
+        # steps; the claim stays evaluated and would pass if it held.
+        "cpu": dict(expected_to_fail=dict(
+            small_copy="at N = 2d = 128 the onset of memorization lies beyond the 4,000 steps the cpu "
+                       "budget allows (the onset grows about linearly with N, chapter 4); the pair "
+                       "disagrees all the same (previous claim)")),
+        # the two halves of 60,000 (as the paper halves CIFAR-10); N = 2d = 2,048 trained twice as long as
+        # the ladder (as at the cpu profile), and the same at 4 channels.
+        "colab": dict(pairs={"large": dict(n=30000, seed_control=True),
+                             "small": dict(n=2048, overrides=dict(steps=12000, snapshot_steps=[
+                                 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 8000, 10000])),
+                             "narrow": dict(n=2048, overrides=dict(steps=12000, model_channels=4, snapshot_steps=[]),
+                                            seed_control=True)},
+                      gauss_sizes=[64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 30000], gauss_seeds=[0, 1]),
+        "gpu": dict(pairs={"large": dict(n=25000, overrides=dict(model_channels=64), seed_control=True),
+                           "small": dict(n=782),
+                           "narrow": dict(n=782, overrides=dict(model_channels=4, snapshot_steps=[]), seed_control=True)},
+                    gauss_sizes=[50, 100, 200, 400, 782, 1600, 3200, 6400, 12500, 25000], gauss_seeds=[0]),
+    }
+
+    def validate(self):
+        if set(self.pairs) != {"large", "small", "narrow"}:
+            raise ValueError(f"pairs must have the keys 'large', 'small' and 'narrow', got {sorted(self.pairs)}")
+        for name, pair in self.pairs.items():
+            if not isinstance(pair, dict) or "n" not in pair or set(pair) - PAIR_KEYS:
+                raise ValueError(f"pairs[{name!r}] must be a dict with 'n' and optionally 'overrides' and "
+                                 f"'seed_control', got {pair!r}")
+            if isinstance(pair["n"], bool) or not isinstance(pair["n"], int) or pair["n"] < 1:
+                raise ValueError(f"pairs[{name!r}]['n'] must be a positive int, got {pair['n']!r}")
+            if not isinstance(pair.get("overrides", {}), dict):
+                raise ValueError(f"pairs[{name!r}]['overrides'] must be a dict of training-spec keys")
+
+
+def settings(P) -> Settings:
+    """This chapter's validated settings at profile ``P`` (``utils.settings.ChapterSettings``)."""
+    return Settings.for_profile(P)
 
 
 def runs(P, seed: int = 0) -> list:
-    """The training runs of this chapter: every pair of ``P.chapter("ch5")["pairs"]`` on its splits."""
-    C = P.chapter("ch5")
+    """The training runs of this chapter: every pair of ``settings(P).pairs`` on its splits."""
     x = data_mod.load(P.dataset)
     out = []
-    for pair in C["pairs"].values():
+    for pair in settings(P).pairs.values():
         s1, s2 = data_mod.disjoint_splits(x, pair["n"], seed=seed)
         spec = P.train_spec(pair["n"], seed=seed, **pair.get("overrides", {}))
         out += [(spec, s1), (spec, s2)]
