@@ -119,6 +119,18 @@ def glue(name: str, value, display: bool = False):
     _glue(name, v, display=display)
 
 
+def key_figure(fig) -> None:
+    """Mark ``fig`` (a matplotlib figure) as the chapter's key figure: glued under the name
+    ``key_figure`` so the result box the build puts at the top of the page (``scripts/build_book.py``)
+    can show it. Call it in the cell that draws the figure, before ``plt.show()``. A no-op without
+    myst_nb (Colab)."""
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:
+        return None
+    _glue("key_figure", fig, display=False)
+
+
 # --------------------------------------------------------------------------- claims
 
 def strict_claims() -> bool:

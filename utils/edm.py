@@ -47,6 +47,17 @@ def sigma_steps(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_M
     return (a + i / (n - 1) * (b - a)) ** rho
 
 
+# The one grid of every band summary the book reports (a curve's mean over a noise regime, e.g. the
+# intermediate-regime RMSE to D_G that chapters 2 and 3 both quote): the 40-step EDM grid. The 10-step
+# sampler grid holds only two levels of the 8x8 digits' intermediate regime, too few for a mean.
+BAND_GRID_STEPS = 40
+
+
+def band_grid() -> torch.Tensor:
+    """The noise levels of every band mean (:data:`BAND_GRID_STEPS`-step EDM grid, float64, descending)."""
+    return sigma_steps(BAND_GRID_STEPS)
+
+
 def coefficients(sigma: torch.Tensor, kind: str = "edm", sigma_data: float = SIGMA_DATA):
     """(c_skip, c_out, c_in, c_noise) of preconditioning ``kind`` for a tensor of sigmas.
 
