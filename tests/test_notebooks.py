@@ -46,7 +46,7 @@ def test_runner_on_the_fixture_chapter(sandbox):
         rec, out = _run(FIXTURE, sandbox, profile)
         assert rec["status"] == "ok" and rec["error"] is None and rec["seconds"] > 0
         ledger = json.loads((sandbox / "results" / "demo_chapter.json").read_text())
-        assert [r["profile"] for r in ledger] == [profile, profile]
+        assert [r["profile"] for r in ledger] == [profile] * 3
         nb = nbformat.read(out, as_version=4)
         text = json.dumps(nb)
         assert "injected-parameters" in text and f'profile = \\"{profile}\\"' in text

@@ -114,30 +114,72 @@ def _ledger(d, stem, rows):
     (d / f"{stem}.json").write_text(json.dumps(rows))
 
 
+def _row(cid, kind="paper", status="pass", figures=(), **kw):
+    passed = status in ("pass", "pass (marginal)")
+    return dict(dict(id=cid, kind=kind, figures=list(figures), where="", source="li2024understanding",
+                     claim=f"claim {cid}", paper="> 0.96", ours="0.97", profile="cpu", budget="full",
+                     status=status, passed=passed, margin=None, expected_to_fail=""), **kw)
+
+
 def test_results_page(tmp_path):
-    row = dict(paper="> 0.96", ours="0.97", profile="cpu", passed=True, status="pass")
-    _ledger(tmp_path, "01_gaussian_theory", [dict(row, claim="D_G is the | Wiener filter")])
-    _ledger(tmp_path, "03_linearity", [dict(row, claim="linearity"),
-                                       dict(row, claim="broken", passed=False, status="FAIL"),
-                                       dict(row, claim="too small", passed=False, status="not reproduced")])
-    page = book_pages.results_page(["01_gaussian_theory", "02_memorization_generalization", "03_linearity"],
-                                   tmp_path)
-    assert page.startswith("# Results")
-    assert "2 / 4 claims reproduced at profile `cpu`" in page
-    assert ":class: warning" in page and "{bdg-danger}`1 failed`" in page
-    assert "{bdg-secondary}`1 not reproduced`" in page
-    assert "| {doc}`Ch. 1 <01_gaussian_theory>` | D_G is the \\| Wiener filter | > 0.96 | 0.97 |" in page
-    assert "| broken | > 0.96 | 0.97 | {bdg-danger}`FAIL` |" in page
-    assert "| too small | > 0.96 | 0.97 | {bdg-secondary}`not reproduced` |" in page
-    assert "without results" in page and "{doc}`Ch. 2 <02_memorization_generalization>`" in page
-    assert page.count("\n| {doc}") == 4
+    _ledger(tmp_path, "01_gaussian_theory", [_row("ch1.wiener", kind="check", claim="D_G is the | Wiener filter")])
+    _ledger(tmp_path, "03_linearity", [_row("ch3.lin", figures=(1, 13)),
+                                       _row("ch3.close", status="pass (marginal)", figures=(2,)),
+                                       _row("ch3.broken", status="FAIL", figures=(2,)),
+                                       _row("ch3.small", status="not reproduced", where="App. D"),
+                                       _row("ch3.tower", kind="control")])
+    stems = ["01_gaussian_theory", "02_memorization_generalization", "03_linearity"]
+    page = book_pages.results_page(stems, tmp_path, labels={"ch3-claims"})
+    lines = page.splitlines()
+    assert lines[0] == "# Results"
+    # first lines: the scale, from the profile (digits: 1x8x8 images, d = 64; the cpu ladder and steps)
+    assert lines[2].startswith("**Scale at `cpu`:** dataset `digits` (1×8×8 images, d = 64); training sets N = 16, ")
+    assert "1,500" in lines[2] and "2,000 steps" in lines[2]
+    # paper claims: 2 of 4 reproduced, the marginal one counted separately; checks and controls apart
+    assert ":::{admonition} Paper claims reproduced at `cpu`: 2 of 4 (1 of them marginal)" in page
+    assert ":class: warning" in page and "{bdg-danger}`1 failed`" in page and "{bdg-warning}`1 marginal`" in page
+    assert "{bdg-muted}`1 not reproduced`" in page and "checks and controls holding: 2 of 2." in page
+    # per chapter: linked to the claims section where the chapter has its label, else to its top
+    assert "| {ref}`Ch. 3 <ch3-claims>` (`cpu`) | 2 of 4 (1 marginal, 1 not reproduced, 1 failed) | 0 of 0 | 1 of 1 |" in page
+    assert "| {doc}`Ch. 1 <01_gaussian_theory>` (`cpu`) | 0 of 0 | 1 of 1 | 0 of 0 |" in page
+    assert "| {doc}`Ch. 2 <02_memorization_generalization>` | no results | | |" in page
+    assert "without results" in page
+    paper = page[page.index("## Paper claims"):page.index("## Checks and controls")]
+    checks = page[page.index("## Checks and controls"):]
+    assert "| {ref}`Ch. 3 <ch3-claims>` · claim ch3.lin (paper Figs. 1, 13) `ch3.lin` | > 0.96 | 0.97 | {bdg-success}`pass` |" in paper
+    assert "(paper Fig. 2) `ch3.close` | > 0.96 | 0.97 | {bdg-warning}`pass (marginal)` |" in paper
+    assert "(paper Fig. 2) `ch3.broken` | > 0.96 | 0.97 | {bdg-danger}`FAIL` |" in paper
+    assert "(paper App. D) `ch3.small` | > 0.96 | 0.97 | {bdg-muted}`not reproduced` |" in paper
+    assert "ch3.tower" not in paper and "ch1.wiener" not in paper
+    assert "D_G is the \\| Wiener filter (*check*) `ch1.wiener`" in checks and "(*control*) `ch3.tower`" in checks
+    assert "Coverage" not in page                               # no figure list given
 
 
 def test_results_page_all_pass_and_empty(tmp_path):
-    _ledger(tmp_path, "x", [dict(claim="c", paper="p", ours="o", profile="gpu", passed=True, status="pass")])
+    _ledger(tmp_path, "x", [dict(_row("ch9.c"), profile="smoke", budget="full")])
     page = book_pages.results_page(["x"], tmp_path)
-    assert "1 / 1 claims reproduced at profile `gpu`" in page and ":class: tip" in page
+    assert "**Scale at `smoke`:** dataset `digits`" in page
+    assert "Paper claims reproduced at `smoke`: 1 of 1" in page and ":class: tip" in page
     assert "No chapter" in book_pages.results_page([], tmp_path)
+
+
+def test_results_page_coverage_table(tmp_path):
+    figures = {k: {"title": f"figure {k}", "claims": [], "not_covered": ""} for k in range(1, 31)}
+    figures[1]["claims"] = ["ch3.lin"]
+    figures[2]["claims"] = ["ch3.lin2", "ch5.other"]               # ch5 did not run
+    figures[19]["not_covered"] = "CIFAR-10 | only"
+    _ledger(tmp_path, "03_linearity", [_row("ch3.lin", figures=(1,)), _row("ch3.lin2", figures=(2,), status="FAIL")])
+    page = book_pages.results_page(["03_linearity", "05_strong_generalization"], tmp_path, {"ch3-claims"}, figures)
+    cov = page[page.index("## Coverage of the paper's figures"):]
+    assert "2 of 30 figures of the paper are covered by at least one claim; every claim of 1 of them is reproduced." in cov
+    assert "| 1 | figure 1 | {ref}`Ch. 3 <ch3-claims>` | `ch3.lin` {bdg-success}`pass` |" in cov
+    assert "| 2 | figure 2 | {ref}`Ch. 3 <ch3-claims>` | `ch3.lin2` {bdg-danger}`FAIL`; `ch5.other` (not run) |" in cov
+    assert "| 19 | figure 19 | not covered | CIFAR-10 \\| only |" in cov
+    assert "| 3 | figure 3 | not covered | no reason given yet |" in cov
+    assert "disagree" not in cov
+    _ledger(tmp_path, "03_linearity", [_row("ch3.lin", figures=(1, 4))])        # the file and the ledger disagree
+    page = book_pages.results_page(["03_linearity"], tmp_path, {"ch3-claims"}, figures)
+    assert "The figure list and the claims disagree" in page and ":class: error" in page
 
 
 def test_exec_stats_page():
@@ -163,20 +205,138 @@ def test_write_pages(tmp_path):
     assert all(p.read_text().startswith("# ") for p in out)
 
 
-def test_staged_notebook_folds_the_colab_cell_and_pins_the_commit(tmp_path):
+def _executed_fixture(tmp_path, title=None, extra_md=None):
+    """The fixture as papermill leaves it (an injected parameters cell after the parameters cell) with a
+    glued key figure in its figure cell: enough for staging, without running a kernel."""
+    nb = json.loads(FIXTURE.read_text())
+    cells = nb["cells"]
+    at = next(i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", []))
+    cells.insert(at + 1, {"cell_type": "code", "id": "injected", "execution_count": None,
+                          "metadata": {"tags": ["injected-parameters"]},
+                          "outputs": [], "source": ['# Parameters\n', 'profile = "cpu"\n']})
+    fig = next(c for c in cells if "key_figure(fig)" in "".join(c["source"]))
+    fig["outputs"] = [{"output_type": "display_data", "data": {"application/papermill.record/image/png": "iVBO"},
+                       "metadata": {"scrapbook": {"name": "key_figure", "mime_prefix": "application/papermill.record/"}}}]
+    if title is not None:
+        cells[0]["source"] = [title + "\n", "\n", "Two lines.\n"]
+    if extra_md is not None:
+        cells.insert(at + 3, {"cell_type": "markdown", "id": "extra", "metadata": {}, "source": extra_md})
+    path = tmp_path / "executed.ipynb"
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def _staged(tmp_path, **kw):
+    problems = build_book._stage_notebook(kw.pop("src", None) or _executed_fixture(tmp_path), tmp_path / "out.ipynb", **kw)
+    return problems, nbformat.read(tmp_path / "out.ipynb", as_version=4)
+
+
+LEDGER = [_row("ch0.wiener_orders", where="paper eq. (6)"), _row("ch0.wiener_removes", kind="check"),
+          _row("ch0.not_at_this_scale", kind="control", status="not reproduced")]
+
+
+def test_staged_notebook_is_what_a_reader_should_see(tmp_path):
     from utils.colab import first_cell
-    src = tmp_path / "in.ipynb"
-    src.write_text(FIXTURE.read_text())
-    build_book._stage_notebook(src, tmp_path / "out.ipynb")
-    nb = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    problems, nb = _staged(tmp_path, ledger=LEDGER, number=1)
+    assert problems == []
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert "hide-input" in code[0].metadata["tags"] and "hide-input" not in code[1].metadata.get("tags", [])
-    assert code[0].source == FIRST_CELL
+    # no injected parameters cell: the notebook a reader downloads (and Colab opens) runs at profile "auto"
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    assert 'profile = "cpu"' not in json.dumps(nb) and code[1].source == 'profile = "auto"\nseed = 0'
+    # Colab cell and parameters folded away, the setup's printout folded, the claims cell folded
+    assert code[0].source == FIRST_CELL and code[0].metadata["tags"] == ["hide-cell"]
+    assert code[1].metadata["tags"] == ["parameters", "hide-cell"]
+    assert "utils.book.setup" in code[2].source and code[2].metadata["tags"] == ["hide-output"]
+    assert "hide-input" in code[-1].metadata["tags"]
+    # the result box right after the title and its two-line summary
+    assert nb.cells[0].source.startswith("# Demo chapter")
+    box = nb.cells[1].source
+    assert nb.cells[1].metadata["tags"] == ["result-box"]
+    assert box.startswith("::::{admonition} At `cpu`: 1 of 1 paper claims reproduced\n:class: tip result-box")
+    assert "```{glue:figure} key_figure" in box and "{numref}`fig-ch0-shrinkage`" in box
+    assert "| claim ch0.wiener_orders (paper eq. (6)) | > 0.96 | 0.97 | {bdg-success}`pass` |" in box
+    assert "Besides, 1 check and 1 control: 1 of 2 (1 not reproduced) hold." in box
+    assert "{ref}`the claims section <ch0-claims>`" in box
     sha = "0123456789abcdef0123456789abcdef01234567"
-    build_book._stage_notebook(src, tmp_path / "out.ipynb", ref=sha)      # a built notebook: its commit
-    code = [c for c in nbformat.read(tmp_path / "out.ipynb", as_version=4).cells if c.cell_type == "code"]
+    _, nb = _staged(tmp_path, ref=sha, ledger=LEDGER)                   # a built notebook: its commit
+    code = [c for c in nb.cells if c.cell_type == "code"]
     assert code[0].source == first_cell(ref=sha) and f'"{sha}"' in code[0].source
-    assert "hide-input" in code[0].metadata["tags"]
+
+
+def test_staged_notebook_problems_and_placeholders(tmp_path):
+    nb = json.loads(_executed_fixture(tmp_path).read_text())
+    for c in nb["cells"]:
+        c["outputs"] = [] if c["cell_type"] == "code" else None
+        c.pop("outputs") if c["cell_type"] != "code" else None
+        if "record_claims" in "".join(c["source"]):
+            c["metadata"]["tags"] = []
+        if c["cell_type"] == "markdown":
+            c["source"] = "".join(c["source"]).replace("(ch0-claims)=", "")
+    bare = tmp_path / "bare.ipynb"
+    bare.write_text(json.dumps(nb))
+    problems, staged = _staged(tmp_path, src=bare, ledger=None, name="book/demo.ipynb")
+    text = "\n".join(problems)
+    assert "book/demo.ipynb: its claims cell is not folded: tag it hide-input" in text
+    assert "book/demo.ipynb: no claims label" in text and "(chN-claims)=" in text
+    assert "book/demo.ipynb: no key figure: call utils.book.key_figure(fig)" in text
+    assert "book/demo.ipynb: no results ledger" in text
+    box = staged.cells[1].source
+    assert "No results: this chapter wrote no claims ledger" in box and ":class: error result-box" in box
+    problems, staged = _staged(tmp_path, src=bare, ledger=LEDGER)
+    box = staged.cells[1].source
+    assert "*No key figure" in box and "no claims label" in box and "glue:figure" not in box
+
+
+def test_result_box_colours_and_counts():
+    rows = [_row("ch2.a", status="pass (marginal)", figures=(6,)), _row("ch2.b", figures=(6, 7)),
+            _row("ch2.c", kind="control", status="pass (marginal)")]
+    box = book_pages.result_box(rows, label="ch2-claims", has_key_figure=True)
+    assert box.startswith("::::{admonition} At `cpu`: 2 of 2 paper claims reproduced (1 marginal)\n:class: warning")
+    assert "(paper Fig. 6) | > 0.96 | 0.97 | {bdg-warning}`pass (marginal)` |" in box
+    assert "(paper Figs. 6, 7) |" in box and "Besides, 1 control: 1 of 1 (1 marginal) hold." in box
+    assert "{numref}" not in box                         # the key figure's cell has no figure name
+    box = book_pages.result_box(rows[:2] + [_row("ch2.d", kind="check", status="FAIL")], label="ch2-claims")
+    assert ":class: error" in box
+    box = book_pages.result_box([_row("ch1.x", kind="check")], label="ch1-claims")
+    assert "no paper claim in this chapter" in box and "Its claims, 1 check: 1 of 1 hold." in box
+    other = book_pages.result_box([_row("ch7.k", source="kamb2024analytic", where="Table 1")], label=None)
+    assert "({cite:t}`kamb2024analytic`, Table 1)" in other
+    smoke = book_pages.result_box([_row("ch1.x", profile="colab", budget="smoke")])
+    assert "At `colab` at the smoke budget:" in smoke
+
+
+def test_section_numbers_follow_the_toc(tmp_path):
+    """The toc numbers the chapters; the build drops the hand-written numbers, checking each."""
+    md = "## 1.1 A section\n\n```python\n# 9. not a heading\n```\n\n### 1.1.1 Deeper\n\n## 1.2. Another\n\n## Claims"
+    problems, nb = _staged(tmp_path, src=_executed_fixture(tmp_path, "# 1. Demo chapter", md), ledger=LEDGER, number=1)
+    assert problems == []
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert text.startswith("# Demo chapter") and "## A section" in text and "### Deeper" in text
+    assert "## Another" in text and "# 9. not a heading" in text
+    problems, _ = _staged(tmp_path, src=_executed_fixture(tmp_path, "# 1. Demo chapter", md), ledger=LEDGER, number=2)
+    assert any("'# 1. Demo chapter' says 1, but the book numbers it 2" in p for p in problems)
+    problems, _ = _staged(tmp_path, src=_executed_fixture(tmp_path, "# 1. Demo", "## 1.3 Skipped"), ledger=LEDGER, number=1)
+    assert any("'## 1.3 Skipped' says 1.3, but the book numbers it 1.1" in p for p in problems)
+    _, nb = _staged(tmp_path, src=_executed_fixture(tmp_path, "# 1. Demo", "## 1.3 Kept"), ledger=LEDGER, number=None)
+    assert nb.cells[0].source.startswith("# 1. Demo")              # an unnumbered toc keeps them
+
+
+def test_toc_numbers(tmp_path):
+    assert book_pages.toc_numbers(REPO) == {str(p.relative_to(REPO).with_suffix("")): i + 1
+                                            for i, p in enumerate(CHAPTERS)}
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump({"format": "jb-book", "root": "i", "options": {"numbered": True},
+                                                       "chapters": [{"file": "a.ipynb"}, {"file": "b"}]}))
+    assert book_pages.toc_numbers(tmp_path) == {"a": 1, "b": 2}
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump({"format": "jb-book", "root": "i", "chapters": [{"file": "a"}]}))
+    assert book_pages.toc_numbers(tmp_path) == {}
+
+
+def test_staged_config_pins_the_commit_for_the_launch_buttons(tmp_path):
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    build_book.stage_config(REPO / "_config.yml", tmp_path / "c.yml", sha)
+    cfg = yaml.safe_load((tmp_path / "c.yml").read_text())
+    assert cfg["repository"]["branch"] == sha and cfg["launch_buttons"]["colab_url"]
+    assert cfg["title"] == yaml.safe_load((REPO / "_config.yml").read_text())["title"]
 
 
 def test_build_ref_is_the_full_head_commit():
