@@ -379,3 +379,76 @@ def test_bench_prints_the_last_book_times(tmp_path, monkeypatch, capsys):
     bench.print_book_times()
     out = capsys.readouterr().out
     assert "notebooks: 10 s" in out and "2 of 3 runs, 2 at a time, 90 s; with the notebooks 100 s" in out
+
+
+# --------------------------------------------------------------------------- book and paper numbers
+
+def test_notation_maps_every_book_equation_to_the_paper():
+    """Every numbered equation of a chapter has a row in notation's table (book number -> paper), and
+    every row names an equation that exists, in the chapter that defines it."""
+    defined = [(label, nb.stem) for nb in CHAPTERS for label in book_pages.equation_labels(nb)]
+    labels = dict(defined)
+    assert len(labels) == len(defined), f"equation labels defined twice: {sorted(l for l, _ in defined if [x for x, _ in defined].count(l) > 1)}"
+    text = (REPO / "book" / "notation.md").read_text()
+    rows = re.findall(r"^\| \{eq\}`([^`]+)` \| (.*?) \| (.*?) \| (.*?) \|$", text, flags=re.M)
+    listed = [r[0] for r in rows]
+    assert len(listed) == len(set(listed)), "notation lists an equation twice"
+    assert not set(labels) - set(listed), f"add rows to book/notation.md for {sorted(set(labels) - set(listed))}"
+    assert not set(listed) - set(labels), f"book/notation.md lists equations no chapter defines: {sorted(set(listed) - set(labels))}"
+    for label, chapter, what, paper in rows:
+        assert f"<{labels[label]}>" in chapter, f"{label} is defined in {labels[label]}, not in {chapter}"
+        assert what.strip() and paper.strip()
+
+
+def test_equation_labels_and_claims_labels():
+    nb = {"cells": [{"cell_type": "markdown", "source": "$$\nx = 1\n$$ (eq-one)\n\n$$ y $$ (eq-two)\n\n(ch4-claims)=\n## Claims"},
+                    {"cell_type": "code", "source": "# $$ z $$ (eq-code)", "outputs": []}]}
+    assert book_pages.equation_labels(nb) == ["eq-one", "eq-two"]
+    assert book_pages.claims_labels(nb) == {"ch4-claims"}
+    assert book_pages.key_figure(nb) == (False, None) and book_pages.claims_cell(nb) is None
+
+
+def test_layout_problems_from_the_probe():
+    eq = {"id": "equation-eq-rmse", "number": "(2.1)", "typeset": True, "column": 600,
+          "math": {"left": 100, "right": 500, "top": 10, "bottom": 40, "width": 400},
+          "eqno": {"left": 560, "right": 600, "top": 15, "bottom": 35, "width": 40}}
+    table = {"head": "claim", "width": 600, "column": 600}
+    assert check_html.layout_problems({"equations": [eq], "tables": [table]}) == []
+    wide = dict(eq, math={"left": -100, "right": 700, "top": 10, "bottom": 40, "width": 800})
+    under = dict(eq, math={"left": 200, "right": 580, "top": 10, "bottom": 40, "width": 380})
+    raw = dict(eq, typeset=False, math=None)
+    problems = check_html.layout_problems({"equations": [wide, under, raw], "tables": [dict(table, width=900)]})
+    assert problems == ["equation (2.1) is 800 px wide in a 600 px column", "equation (2.1) is drawn under its number",
+                        "equation (2.1) is drawn under its number", "equation (2.1) was not typeset by MathJax",
+                        "table 'claim' is 900 px wide in a 600 px column"]
+    assert "did not report" in check_html.layout_problems(None)[0]
+    assert check_html.layout_problems({"error": "MathJax failed: x"}) == ["MathJax failed: x"]
+    assert check_html.read_layout('<body><pre id="hgb-layout" style="display: none;">{"a": "&lt;1&gt;"}</pre></body>') \
+        == {"a": "<1>"}
+
+
+MATHJAX = next(Path(sys.prefix).glob("lib/python*/site-packages/sphinx-mathjax-offline/static/mathjax/tex-chtml.js"), None)
+
+
+@pytest.mark.skipif(check_html.find_browser() is None or MATHJAX is None, reason="needs Chromium and the offline MathJax")
+def test_the_probe_measures_equations_and_tables_in_chromium(tmp_path):
+    """A page with a 500 px column: a short equation and a narrow table pass; a long equation and a wide
+    table are reported (an equation under its number: tests/test_book_build.py, in the book's theme)."""
+    def math(i, tex):
+        return (f'<div class="math notranslate nohighlight" id="equation-{i}"><span class="eqno">({i})'
+                f'<a class="headerlink" href="#equation-{i}">#</a></span>\\[{tex}\\]</div>')
+    long = r"\mathrm{RMSE}(D_\theta, D_{\text{ref}})(\sigma) = \mathbb E_{x}\Big[\sqrt{\tfrac1d\,\lVert D_\theta(x;\sigma) - D_{\text{ref}}(x;\sigma)\rVert^2}\Big],\qquad x = x_0 + \sigma\varepsilon,\ x_0 \text{ held out}"
+    cells = "".join(f"<td>{'x' * 40}</td>" for _ in range(6))
+    page = tmp_path / "p.html"
+    page.write_text(
+        "<html><head><style>article{width:500px;font-size:16px} .eqno{float:right}</style>"
+        "<script>window.MathJax = {options: {processHtmlClass: 'math'}}</script>"
+        f'<script defer src="{MATHJAX.as_uri()}"></script></head><body><article>'
+        + math(1, r"D_G(x;\sigma) = \mu + U\tilde\Lambda_\sigma U^\top (x-\mu)") + math(2, long)
+        + f"<table><tr><th>claim</th></tr><tr>{cells}</tr></table><table><tr><th>ok</th></tr></table>"
+        + "</article></body></html>")
+    err, problems = check_html.render(check_html.find_browser(), page, tmp_path / "shot.png")
+    assert err is None and not (tmp_path / "p.hgb-probe.html").exists()
+    assert any(p.startswith("equation (2) is ") and "wide in a 500 px column" in p for p in problems), problems
+    assert not any(p.startswith("equation (1)") for p in problems)
+    assert any(p.startswith("table 'claim' is ") for p in problems) and not any("'ok'" in p for p in problems)
