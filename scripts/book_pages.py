@@ -25,18 +25,17 @@ from pathlib import Path
 
 import yaml
 
+from utils.claims import ID_PATTERN as CLAIM_ID, MARGINAL, PAPER, PAPER_FIGURES, is_reproduced
+
 REPO = Path(__file__).resolve().parent.parent
 GENERATED = ("book/results", "book/exec_stats")       # toc entries whose content is generated
 SUFFIXES = (".ipynb", ".md")
 FIGURES_FILE = Path("book") / "paper_figures.yml"     # the paper's 30 figures -> claim ids (coverage)
-PAPER_FIGURES = range(1, 31)                          # utils.claims.PAPER_FIGURES
-PAPER = "li2024understanding"                         # utils.claims.PAPER: the paper's bib key
 # Cell tags that fold (or hide) a cell's source on the page; a chapter's claims cell carries one.
 FOLD_TAGS = ("hide-input", "remove-input", "hide-cell", "remove-cell")
 KEY_FIGURE = "key_figure"                             # the glue name utils.book.key_figure uses
 CLAIMS_LABEL = re.compile(r"^\((ch(\d+)-claims)\)=[ \t]*$", flags=re.M)
 EQ_LABEL = re.compile(r"\$\$[ \t]*\(([A-Za-z][\w-]*)\)")   # dollarmath: $$ ... $$ (eq-name)
-CLAIM_ID = re.compile(r"^ch(\d+)\.[a-z][a-z0-9_]*$")       # utils.claims.ID_PATTERN
 
 
 # --------------------------------------------------------------------------- table of contents
@@ -230,8 +229,8 @@ def claim_status(row: dict) -> str:
 
 
 def reproduced(row: dict) -> bool:
-    """``pass`` or ``pass (marginal)`` (``utils.claims.is_reproduced``)."""
-    return claim_status(row) in ("pass", "pass (marginal)")
+    """``pass`` or ``pass (marginal)``."""
+    return is_reproduced(claim_status(row))
 
 
 def ledger_number(rows) -> int | None:
@@ -540,8 +539,9 @@ def results_page(stems: list[str], results_dir: Path, labels=frozenset(),
     out += ["Every chapter ends with a claims cell that compares our number with the paper's and writes the "
             "result here. A claim is a *paper* claim (a statement of the paper, with its figure), a *check* (an "
             "identity of the math or the code) or a *control* (the book's own control, transfer or ablation); "
-            "only paper claims count as reproductions. A pass whose deciding number lies within 5 % of its "
-            "threshold is shown as *pass (marginal)*. Outside `smoke` a claim that fails stops the build. "
+            "only paper claims count as reproductions. A pass whose deciding number lies within "
+            f"{MARGINAL:.0%} of its threshold (`utils.claims.MARGINAL`) is shown as *pass (marginal)* and counted "
+            "apart. Outside `smoke` a claim that fails stops the build. "
             "Where the profile records, before the run and with its reason, that a claim is not expected to "
             "hold at its scale, the claim is still measured: it is *not reproduced* if it fails (the reason is "
             "in the *ours* column and in its chapter) and *pass* if it holds anyway.", ""]

@@ -108,6 +108,46 @@ def test_chapter_conventions(path):
     assert not dirty, f"cells {dirty} have outputs: commit notebooks without outputs"
 
 
+# The summary under a chapter's title: two lines of source, one short paragraph (prerequisites and time to
+# run go in the next markdown cell); about five lines of the rendered page at most.
+SUMMARY_MAX_LINES = 2
+SUMMARY_MAX_CHARS = 500
+
+
+@pytest.mark.parametrize("path", CHAPTERS + [FIXTURE], ids=lambda p: p.stem)
+def test_reader_layout(path):
+    """What the result box and the folded page need from a chapter (issue 28): the title and a short
+    summary first, the number the toc gives it, a key figure, the claims label, a folded claims cell.
+    The build checks the same on the executed notebooks (scripts/build_book.py)."""
+    from utils import chapters
+    stem = "demo_chapter" if path == FIXTURE else path.stem
+    if path != FIXTURE and not hasattr(chapters.module(stem), "CLAIM_IDS"):
+        pytest.skip(f"{stem}: its chapter module has no CLAIM_IDS yet (not converted to the claims and layout "
+                    f"conventions); this test becomes strict when it is")
+    nb = json.loads(path.read_text())
+    cells = nb["cells"]
+    first = book_pages._source(cells[0]).strip()
+    title, _, summary = first.partition("\n")
+    summary = summary.strip()
+    assert title.startswith("# ") and summary, "the first markdown cell is '# N. Title' and a two-line summary"
+    assert len(summary.splitlines()) <= SUMMARY_MAX_LINES and len(summary) <= SUMMARY_MAX_CHARS \
+        and "Prerequisites" not in summary, \
+        f"the summary under the title is at most {SUMMARY_MAX_LINES} lines ({SUMMARY_MAX_CHARS} characters); " \
+        f"prerequisites and time to run go in the next markdown cell"
+    number = book_pages.toc_numbers(REPO).get(str(path.relative_to(REPO).with_suffix(""))) if path != FIXTURE else None
+    if number is not None:
+        assert re.match(rf"# {number}\. \S", title), f"the title must start with '# {number}. ' (its place in _toc.yml)"
+    n = book_pages.chapter_number(stem) if path != FIXTURE else 0
+    assert f"ch{n}-claims" in book_pages.claims_labels(nb), \
+        f"the claims section must start with a markdown cell whose first line is (ch{n}-claims)="
+    assert any("utils.book.key_figure(" in book_pages._source(c) for c in cells if c["cell_type"] == "code"), \
+        "call utils.book.key_figure(fig) in the cell that draws the chapter's key figure"
+    claims = book_pages.claims_cell(nb)
+    assert claims is not None and book_pages.is_folded(claims), "tag the claims cell hide-input"
+    params = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    assert not book_pages.is_folded(params), "do not tag the parameters cell: the build folds it"
+
+
 # --------------------------------------------------------------------------- generated pages
 
 def _ledger(d, stem, rows):
