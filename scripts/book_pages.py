@@ -567,8 +567,9 @@ def results_page(stems: list[str], results_dir: Path, labels=frozenset(),
         lines = ["| claim | " + ("expected" if other_kinds else "paper") + " | ours | result |", "|---|---|---|---|"]
         for stem, r in items:
             where = f"*{r.get('kind', '?')}*" if other_kinds else paper_ref(r)
+            # no claim id here: a 40-character id cannot wrap and would push the table past the column
             claim = (f"{_chapter_ref(stem, labels, ledger_number(ledgers[stem]))} · {_cell(r.get('claim', ''))}"
-                     + (f" ({_cell(where)})" if where else "") + f" `{r.get('id', '?')}`")
+                     + (f" ({_cell(where)})" if where else ""))
             lines.append(f"| {claim} | {_cell(r.get('paper', ''))} | {_cell(r.get('ours', ''))} | "
                          f"{STATUS_CELL[claim_status(r)]} |")
         return lines + [""]
