@@ -69,6 +69,8 @@ def stage(root: Path = REPO, build: Path = BUILD, results_dir: Path | None = Non
     shutil.copy2(root / "_toc.yml", staging / "_toc.yml")
     shutil.copytree(root / "book", staging / "book",
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "*.ipynb", "__pycache__"))
+    if (root / "_static").is_dir():                         # the book's CSS (Jupyter Book includes it)
+        shutil.copytree(root / "_static", staging / "_static")
     ledgers = {}
     for src in files:
         rel = src.relative_to(root)

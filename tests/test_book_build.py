@@ -52,6 +52,7 @@ def book(tmp_path_factory):
     try:
         (root / "book").mkdir()
         shutil.copy2(REPO / "_config.yml", root / "_config.yml")
+        shutil.copytree(REPO / "_static", root / "_static")
         (root / "_toc.yml").write_text(TOC)
         (root / "book" / "intro.md").write_text("# Intro\n\nA one-chapter book: {doc}`demo_chapter`.\n")
         for name in ("references.md", "references.bib", "paper_figures.yml", "results.md", "exec_stats.md"):
@@ -98,6 +99,7 @@ def test_the_chapter_opens_with_its_result_box(book):
     assert re.search(r"the Wiener filter keeps a large-variance component .* pass", text)
     assert "Besides, 1 check and 1 control: 1 of 2 (1 not reproduced) hold." in text
     assert 'href="#ch0-claims"' in page                          # the link to the claims section
+    assert "_static/book.css" in page                             # the box's compact style
     # the key figure is drawn in the box (an image before the first code cell) and numbered below
     assert "<img" in page[box:first_code]
     assert "The chapter’s key figure, Fig. 1.1 below." in text or "The chapter's key figure, Fig. 1.1 below." in text
