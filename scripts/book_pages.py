@@ -533,7 +533,7 @@ def results_page(stems: list[str], results_dir: Path, labels=frozenset(),
         detail = [f"{{bdg-success}}`{tp['pass']} pass`", f"{{bdg-warning}}`{tp['pass (marginal)']} marginal`",
                   f"{{bdg-muted}}`{tp['not reproduced']} not reproduced`", f"{{bdg-danger}}`{tp['FAIL']} failed`"]
         if missing:
-            detail.append(f"{{bdg-warning}}`{len(missing)} chapters without results`")
+            detail.append(f"{{bdg-warning}}`{len(missing)} chapter{'s' if len(missing) != 1 else ''} without results`")
         out += [f":::{{admonition}} {head}", f":class: {kind}",
                 " ".join(detail) + f" — checks and controls holding: {_tally_text(to)}.", ":::", ""]
     out += ["Every chapter ends with a claims cell that compares our number with the paper's and writes the "
@@ -564,7 +564,8 @@ def results_page(stems: list[str], results_dir: Path, labels=frozenset(),
                 + ", ".join(_chapter_ref(s) for s in missing) + ".", ""]
 
     def table(items, other_kinds: bool):
-        lines = ["| claim | " + ("expected" if other_kinds else "paper") + " | ours | result |", "|---|---|---|---|"]
+        lines = [":::{container} book-claims",      # _static/book.css: the compact style of the result box
+                 "| claim | " + ("expected" if other_kinds else "paper") + " | ours | result |", "|---|---|---|---|"]
         for stem, r in items:
             where = f"*{r.get('kind', '?')}*" if other_kinds else paper_ref(r)
             # no claim id here: a 40-character id cannot wrap and would push the table past the column
@@ -572,7 +573,7 @@ def results_page(stems: list[str], results_dir: Path, labels=frozenset(),
                      + (f" ({_cell(where)})" if where else ""))
             lines.append(f"| {claim} | {_cell(r.get('paper', ''))} | {_cell(r.get('ours', ''))} | "
                          f"{STATUS_CELL[claim_status(r)]} |")
-        return lines + [""]
+        return lines + [":::", ""]
 
     out += ["## Paper claims", ""]
     out += table(paper, False) if paper else ["No paper claim was recorded.", ""]
