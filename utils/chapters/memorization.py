@@ -99,11 +99,20 @@ def settings(P) -> Settings:
     return Settings.for_profile(P)
 
 
+def lognormal_spec(P, seed: int = 0) -> dict:
+    """The p(sigma) control (paper Figs. 7a, 17b-c): the largest ladder N, trained exactly like the
+    ladder except with EDM's own log-normal p(sigma) (``sigma_uniform_share=0``: no log-uniform share),
+    and without snapshots."""
+    return P.train_spec(max(P.train_sizes), seed=seed, sigma_uniform_share=0.0, snapshot_steps=[])
+
+
 def runs(P, seed: int = 0) -> list:
     """The training runs of this chapter: the model ladder (every N of ``P.train_sizes`` at the
-    profile's width) and the width sweep at ``P.scale_n``."""
+    profile's width), the width sweep at ``P.scale_n`` and the log-normal p(sigma) control
+    (:func:`lognormal_spec`)."""
     return ([P.train_spec(n, seed=seed) for n in P.train_sizes]
-            + [P.train_spec(P.scale_n, model_channels=c, seed=seed) for c in P.scales])
+            + [P.train_spec(P.scale_n, model_channels=c, seed=seed) for c in P.scales]
+            + [lognormal_spec(P, seed)])
 
 
 # --------------------------------------------------------------------------- samples
