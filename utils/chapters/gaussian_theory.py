@@ -18,7 +18,7 @@ Everything here works on any denoiser of the protocol ``D(x, sigma) -> x_hat`` (
   :func:`tower_noise_draws` -- how many noise draws per image such a fit needs (more inputs than d).
 * :class:`Results`, :data:`CLAIM_IDS`, :func:`claims` -- the chapter's claims. Most are checks of the
   math or the code (Tweedie, Theorem 1's gradient descent, the samplers against paper eq. 7,
-  D_M's samples); the sigma -> 0 residual for N < d is the paper's (App. F.1, Fig. 16); the tower
+  D_M's samples); the sigma -> 0 residual for N < d is the paper's (paper App. F.1, paper Fig. 16); the tower
   property is the book's ``control``. Their thresholds are the constants below, fixed before any run.
 """
 from __future__ import annotations
@@ -437,7 +437,7 @@ def claims(results: Results, settings: Settings) -> list[Claim]:
     t = compare(R.gd_final_error, "<", GD_TOL)
     out.append(Claim(id="ch1.gd_reaches_wiener_filter", kind="check",
                      claim="Gradient descent on the affine DSM loss converges to the Gaussian denoiser W_G (Theorem 1)",
-                     paper=f"W -> Sigma (Sigma + sigma^2 I)^-1 (paper §3.3, App. E.1); we require relative error < {GD_TOL:g}",
+                     paper=f"W -> Sigma (Sigma + sigma^2 I)^-1 (paper §3.3, paper App. E.1); we require relative error < {GD_TOL:g}",
                      ours=f"{R.gd_final_error:.1e} (worst of sigma = {', '.join(f'{s:g}' for s in R.gd_sigmas)})",
                      passed=t.passed, margin=t.margin, expected_to_fail=ex("ch1.gd_reaches_wiener_filter")))
 
@@ -481,7 +481,7 @@ def claims(results: Results, settings: Settings) -> list[Claim]:
     t = all_of(*tests)
     out.append(Claim(id="ch1.lowsigma_residual_nonzero_below_d", kind="paper", figures=(16,), where="App. F.1",
                      claim="The sigma -> 0 residual RMSE(D_G(x; 0.002), x) on held-out images is clearly > 0 for N < d",
-                     paper=f"non-zero iff N < d (App. F.1, Fig. 16); we require, at N <= {LOWSIGMA_SMALL_N:g} d, at least "
+                     paper=f"non-zero iff N < d (paper App. F.1, paper Fig. 16); we require, at N <= {LOWSIGMA_SMALL_N:g} d, at least "
                            f"{LOWSIGMA_RATIO:g}x the value at N >= {LOWSIGMA_LARGE_N:g} d",
                      ours="; ".join(f"{name}: {v['small']:.2e} at N <= d/{1 / LOWSIGMA_SMALL_N:g} vs {v['large']:.1e} "
                                     f"at N = {v['large_ratio']:.3g} d" for name, v in summ.items()),
@@ -490,7 +490,7 @@ def claims(results: Results, settings: Settings) -> list[Claim]:
     t = all_of(*[compare(v["large"], "<", LOWSIGMA_VANISH) for v in summ.values()])
     out.append(Claim(id="ch1.lowsigma_residual_vanishes_above_d", kind="paper", figures=(16,), where="App. F.1",
                      claim="The sigma -> 0 residual RMSE(D_G(x; 0.002), x) on held-out images is ~ 0 for N >> d",
-                     paper=f"~ 0 for N >> d (App. F.1, Fig. 16); we require RMSE < {LOWSIGMA_VANISH:g} (1/8 grey level) "
+                     paper=f"~ 0 for N >> d (paper App. F.1, paper Fig. 16); we require RMSE < {LOWSIGMA_VANISH:g} (1/8 grey level) "
                            f"at N >= {LOWSIGMA_LARGE_N:g} d",
                      ours="; ".join(f"{name}: {v['large']:.1e} at N = {v['large_ratio']:.3g} d (training inputs, any N: "
                                     f"<= {v['train_max']:.1e})" for name, v in summ.items()),
