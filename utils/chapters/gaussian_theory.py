@@ -417,105 +417,91 @@ def lowsigma_summary(r: dict) -> dict:
 def claims(results: Results, settings: Settings) -> list[Claim]:
     """Chapter 1's claims, in the order of :data:`CLAIM_IDS`."""
     R, S = results, settings
-    ex = lambda cid: expected(S, cid)                # noqa: E731
     out = []
 
-    t = compare(R.grid_error, "<", GRID_TOL)
-    out.append(Claim(id="ch1.edm_grid_is_the_papers", kind="check",
-                     claim="The 10-step EDM grid (rho = 7, sigma in [0.002, 80]) is the paper's",
-                     paper=", ".join(f"{v:g}" for v in PAPER_GRID10) + f"; we require max difference < {GRID_TOL:g}",
-                     ours=f"max abs difference {R.grid_error:.1e}", passed=t.passed, margin=t.margin,
-                     expected_to_fail=ex("ch1.edm_grid_is_the_papers")))
+    def add(cid, kind, test, **kw):
+        out.append(Claim(id=cid, kind=kind, passed=test.passed, margin=test.margin,
+                         expected_to_fail=expected(S, cid), **kw))
 
-    t = compare(R.tweedie_error, "<", TWEEDIE_TOL)
-    out.append(Claim(id="ch1.tweedie_closed_forms", kind="check",
-                     claim="Tweedie: (D(x; sigma) - x) / sigma^2 is the score of the noised distribution, for D_M and D_G",
-                     paper=f"grad log p(x; sigma) = (D(x; sigma) - x) / sigma^2; we require relative error < {TWEEDIE_TOL:g}",
-                     ours=f"max relative error {R.tweedie_error:.1e}", passed=t.passed, margin=t.margin,
-                     expected_to_fail=ex("ch1.tweedie_closed_forms")))
+    add("ch1.edm_grid_is_the_papers", "check", compare(R.grid_error, "<", GRID_TOL),
+        claim="The 10-step EDM grid (rho = 7, sigma in [0.002, 80]) is the paper's",
+        paper=", ".join(f"{v:g}" for v in PAPER_GRID10) + f"; we require max difference < {GRID_TOL:g}",
+        ours=f"max abs difference {R.grid_error:.1e}")
 
-    t = compare(R.gd_final_error, "<", GD_TOL)
-    out.append(Claim(id="ch1.gd_reaches_wiener_filter", kind="check",
-                     claim="Gradient descent on the affine DSM loss converges to the Gaussian denoiser W_G (Theorem 1)",
-                     paper=f"W -> Sigma (Sigma + sigma^2 I)^-1 (paper §3.3, paper App. E.1); we require relative error < {GD_TOL:g}",
-                     ours=f"{R.gd_final_error:.1e} (worst of sigma = {', '.join(f'{s:g}' for s in R.gd_sigmas)})",
-                     passed=t.passed, margin=t.margin, expected_to_fail=ex("ch1.gd_reaches_wiener_filter")))
+    add("ch1.tweedie_closed_forms", "check", compare(R.tweedie_error, "<", TWEEDIE_TOL),
+        claim="Tweedie: (D(x; sigma) - x) / sigma^2 is the score of the noised distribution, for D_M and D_G",
+        paper=f"grad log p(x; sigma) = (D(x; sigma) - x) / sigma^2; we require relative error < {TWEEDIE_TOL:g}",
+        ours=f"max relative error {R.tweedie_error:.1e}")
 
-    t = compare(R.gd_theory_deviation, "<", GD_THEORY_TOL)
-    out.append(Claim(id="ch1.gd_follows_contraction", kind="check",
-                     claim="GD's error curve is the theory's per-direction contraction |1 - 2 eta (lambda_k + sigma^2)|^t",
-                     paper="rate set by the eigenvalues of the loss's Hessian (paper App. E.1); we require the measured "
-                           f"error within {GD_THEORY_TOL:.0%} of the predicted one at every step until it falls below {GD_TOL:g}",
-                     ours=f"largest relative deviation {R.gd_theory_deviation:.1e}", passed=t.passed, margin=t.margin,
-                     expected_to_fail=ex("ch1.gd_follows_contraction")))
+    add("ch1.gd_reaches_wiener_filter", "check", compare(R.gd_final_error, "<", GD_TOL),
+        claim="Gradient descent on the affine DSM loss converges to the Gaussian denoiser W_G (Theorem 1)",
+        paper=f"W -> Sigma (Sigma + sigma^2 I)^-1 (paper §3.3, paper App. E.1); we require relative error "
+              f"< {GD_TOL:g}",
+        ours=f"{R.gd_final_error:.1e} (worst of sigma = {', '.join(f'{s:g}' for s in R.gd_sigmas)})")
 
-    t = all_of(compare(R.heun_error, "<", HEUN_TOL), compare(R.heun_order, ">", HEUN_ORDER[0]),
-               compare(R.heun_order, "<", HEUN_ORDER[1]))
-    out.append(Claim(id="ch1.heun_matches_gaussian_flow", kind="check",
-                     claim="Heun with enough steps on D_G matches the closed-form Gaussian probability-flow ODE (paper eq. 7)",
-                     paper=f"closed form, paper eq. 7; we require pixel RMSE < {HEUN_TOL:g} and a fitted order in "
-                           f"({HEUN_ORDER[0]}, {HEUN_ORDER[1]})",
-                     ours=f"RMSE {R.heun_error:.1e} at {R.heun_steps} Heun steps; order {R.heun_order:.2f} "
-                          f"(Euler {R.euler_order:.2f})", passed=t.passed, margin=t.margin,
-                     expected_to_fail=ex("ch1.heun_matches_gaussian_flow")))
+    add("ch1.gd_follows_contraction", "check", compare(R.gd_theory_deviation, "<", GD_THEORY_TOL),
+        claim="GD's error curve is the theory's per-direction contraction |1 - 2 eta (lambda_k + sigma^2)|^t",
+        paper="rate set by the eigenvalues of the loss's Hessian (paper App. E.1); we require the measured "
+              f"error within {GD_THEORY_TOL:.0%} of the predicted one at every step until it falls below {GD_TOL:g}",
+        ours=f"largest relative deviation {R.gd_theory_deviation:.1e}")
 
-    t = all_of(compare(R.dm_gl, "<", DM_GL_MAX), compare(R.dm_nn_max, "<", DM_NN_MAX))
-    out.append(Claim(id="ch1.dm_samples_are_training_images", kind="check",
-                     claim="Samples of the memorizing D_M are training images",
-                     paper=f"D_M only reproduces training images (paper eq. 5); we require GL < {DM_GL_MAX:g} and every "
-                           f"sample within {DM_NN_MAX:g} of a training image",
-                     ours=f"GL {R.dm_gl:.1e}, largest nearest-neighbour distance {R.dm_nn_max:.1e}",
-                     passed=t.passed, margin=t.margin, expected_to_fail=ex("ch1.dm_samples_are_training_images")))
+    heun = all_of(compare(R.heun_error, "<", HEUN_TOL), compare(R.heun_order, ">", HEUN_ORDER[0]),
+                  compare(R.heun_order, "<", HEUN_ORDER[1]))
+    add("ch1.heun_matches_gaussian_flow", "check", heun,
+        claim="Heun with enough steps on D_G matches the closed-form Gaussian probability-flow ODE (paper eq. 7)",
+        paper=f"closed form, paper eq. 7; we require pixel RMSE < {HEUN_TOL:g} and a fitted order in "
+              f"({HEUN_ORDER[0]}, {HEUN_ORDER[1]})",
+        ours=f"RMSE {R.heun_error:.1e} at {R.heun_steps} Heun steps; order {R.heun_order:.2f} "
+             f"(Euler {R.euler_order:.2f})")
 
-    t = compare(R.dg_gl, ">", DG_GL_MIN)
-    out.append(Claim(id="ch1.dg_samples_are_new", kind="check",
-                     claim="Samples of the Gaussian D_G are not training images",
-                     paper=f"a Gaussian keeps the mean and covariance, no single image; we require GL > {DG_GL_MIN:g}",
-                     ours=f"GL {R.dg_gl:.3f} (real held-out images: {R.heldout_gl:.3f})",
-                     passed=t.passed, margin=t.margin, expected_to_fail=ex("ch1.dg_samples_are_new")))
+    copies = all_of(compare(R.dm_gl, "<", DM_GL_MAX), compare(R.dm_nn_max, "<", DM_NN_MAX))
+    add("ch1.dm_samples_are_training_images", "check", copies,
+        claim="Samples of the memorizing D_M are training images",
+        paper=f"D_M only reproduces training images (paper eq. 5); we require GL < {DM_GL_MAX:g} and every "
+              f"sample within {DM_NN_MAX:g} of a training image",
+        ours=f"GL {R.dm_gl:.1e}, largest nearest-neighbour distance {R.dm_nn_max:.1e}")
+
+    add("ch1.dg_samples_are_new", "check", compare(R.dg_gl, ">", DG_GL_MIN),
+        claim="Samples of the Gaussian D_G are not training images",
+        paper=f"a Gaussian keeps the mean and covariance, no single image; we require GL > {DG_GL_MIN:g}",
+        ours=f"GL {R.dg_gl:.3f} (real held-out images: {R.heldout_gl:.3f})")
 
     summ = {name: lowsigma_summary(r) for name, r in R.lowsigma.items()}
     if not summ:
         raise ValueError("results.lowsigma must hold at least one dataset")
-    tests = [compare(v["small"], ">=", LOWSIGMA_RATIO * v["large"]) for v in summ.values()]
-    t = all_of(*tests)
-    out.append(Claim(id="ch1.lowsigma_residual_nonzero_below_d", kind="paper", figures=(16,), where="App. F.1",
-                     claim="The sigma -> 0 residual RMSE(D_G(x; 0.002), x) on held-out images is clearly > 0 for N < d",
-                     paper=f"non-zero iff N < d (paper App. F.1, paper Fig. 16); we require, at N <= {LOWSIGMA_SMALL_N:g} d, at least "
-                           f"{LOWSIGMA_RATIO:g}x the value at N >= {LOWSIGMA_LARGE_N:g} d",
-                     ours="; ".join(f"{name}: {v['small']:.2e} at N <= d/{1 / LOWSIGMA_SMALL_N:g} vs {v['large']:.1e} "
-                                    f"at N = {v['large_ratio']:.3g} d" for name, v in summ.items()),
-                     passed=t.passed, margin=t.margin, expected_to_fail=ex("ch1.lowsigma_residual_nonzero_below_d")))
+    nonzero = all_of(*[compare(v["small"], ">=", LOWSIGMA_RATIO * v["large"]) for v in summ.values()])
+    vanishes = all_of(*[compare(v["large"], "<", LOWSIGMA_VANISH) for v in summ.values()])
+    add("ch1.lowsigma_residual_nonzero_below_d", "paper", nonzero, figures=(16,), where="App. F.1",
+        claim="The sigma -> 0 residual RMSE(D_G(x; 0.002), x) on held-out images is clearly > 0 for N < d",
+        paper=f"non-zero iff N < d (paper App. F.1, paper Fig. 16); we require, at N <= {LOWSIGMA_SMALL_N:g} d, "
+              f"at least {LOWSIGMA_RATIO:g}x the value at N >= {LOWSIGMA_LARGE_N:g} d",
+        ours="; ".join(f"{name}: {v['small']:.2e} at N <= d/{1 / LOWSIGMA_SMALL_N:g} vs {v['large']:.1e} "
+                       f"at N = {v['large_ratio']:.3g} d" for name, v in summ.items()))
 
-    t = all_of(*[compare(v["large"], "<", LOWSIGMA_VANISH) for v in summ.values()])
-    out.append(Claim(id="ch1.lowsigma_residual_vanishes_above_d", kind="paper", figures=(16,), where="App. F.1",
-                     claim="The sigma -> 0 residual RMSE(D_G(x; 0.002), x) on held-out images is ~ 0 for N >> d",
-                     paper=f"~ 0 for N >> d (paper App. F.1, paper Fig. 16); we require RMSE < {LOWSIGMA_VANISH:g} (1/8 grey level) "
-                           f"at N >= {LOWSIGMA_LARGE_N:g} d",
-                     ours="; ".join(f"{name}: {v['large']:.1e} at N = {v['large_ratio']:.3g} d (training inputs, any N: "
-                                    f"<= {v['train_max']:.1e})" for name, v in summ.items()),
-                     passed=t.passed, margin=t.margin, expected_to_fail=ex("ch1.lowsigma_residual_vanishes_above_d")))
+    add("ch1.lowsigma_residual_vanishes_above_d", "paper", vanishes, figures=(16,), where="App. F.1",
+        claim="The sigma -> 0 residual RMSE(D_G(x; 0.002), x) on held-out images is ~ 0 for N >> d",
+        paper=f"~ 0 for N >> d (paper App. F.1, paper Fig. 16); we require RMSE < {LOWSIGMA_VANISH:g} (1/8 grey level) "
+              f"at N >= {LOWSIGMA_LARGE_N:g} d",
+        ours="; ".join(f"{name}: {v['large']:.1e} at N = {v['large_ratio']:.3g} d (training inputs, any N: "
+                       f"<= {v['train_max']:.1e})" for name, v in summ.items()))
 
     if not R.tower:
         raise ValueError("results.tower must hold at least one noise level")
-    t = all_of(*[compare(v["train"], "<=", TOWER_MC_FACTOR * v["mc"]) for v in R.tower])
-    out.append(Claim(id="ch1.tower_training_inputs_give_wg", kind="control",
-                     claim="The affine fit of D_M on training images + noise equals W_G within Monte-Carlo error (tower property)",
-                     paper=f"not in the paper (the book's control, §1.6); we require error <= {TOWER_MC_FACTOR:g} x the "
-                           f"Monte-Carlo error at every sigma",
-                     ours=", ".join(f"sigma {v['sigma']:.3g}: {v['train']:.3f} / MC {v['mc']:.3f}" for v in R.tower),
-                     passed=t.passed, margin=t.margin, expected_to_fail=ex("ch1.tower_training_inputs_give_wg")))
+    unbiased = all_of(*[compare(v["train"], "<=", TOWER_MC_FACTOR * v["mc"]) for v in R.tower])
+    add("ch1.tower_training_inputs_give_wg", "control", unbiased,
+        claim="The affine fit of D_M on training images + noise equals W_G within Monte-Carlo error (tower property)",
+        paper=f"not in the paper (the book's control, §1.6); we require error <= {TOWER_MC_FACTOR:g} x the "
+              f"Monte-Carlo error at every sigma",
+        ours=", ".join(f"sigma {v['sigma']:.3g}: {v['train']:.3f} / MC {v['mc']:.3f}" for v in R.tower))
 
     at = [v for v in R.tower if math.isclose(v["sigma"], R.tower_sigma, rel_tol=1e-9)]
     if len(at) != 1:
         raise ValueError(f"results.tower has no entry at tower_sigma = {R.tower_sigma}")
     tw = at[0]
-    t = compare(tw["held"], ">=", TOWER_HELD_FACTOR * tw["train"])
-    out.append(Claim(id="ch1.tower_heldout_inputs_far_from_wg", kind="control",
-                     claim=f"On held-out images + noise the affine fit of D_M is >= {TOWER_HELD_FACTOR:g}x further from "
-                           f"W_G (sigma = {R.tower_sigma:g})",
-                     paper="not in the paper (the book's control); the paper's code distils on held-out images",
-                     ours=f"{tw['held']:.3f} vs {tw['train']:.4f} (ratio "
-                          f"{tw['held'] / tw['train'] if tw['train'] > 0 else math.inf:.1f})",
-                     passed=t.passed, margin=t.margin, expected_to_fail=ex("ch1.tower_heldout_inputs_far_from_wg")))
+    add("ch1.tower_heldout_inputs_far_from_wg", "control", compare(tw["held"], ">=", TOWER_HELD_FACTOR * tw["train"]),
+        claim=f"On held-out images + noise the affine fit of D_M is >= {TOWER_HELD_FACTOR:g}x further from "
+              f"W_G (sigma = {R.tower_sigma:g})",
+        paper="not in the paper (the book's control); the paper's code distils on held-out images",
+        ours=f"{tw['held']:.3f} vs {tw['train']:.4f} (ratio "
+             f"{tw['held'] / tw['train'] if tw['train'] > 0 else math.inf:.1f})")
     return out
