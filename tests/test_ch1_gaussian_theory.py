@@ -259,14 +259,14 @@ _CONTRADICT = {
     "ch1.gd_reaches_wiener_filter": dict(gd_final_error=0.05),
     "ch1.gd_follows_contraction": dict(gd_theory_deviation=0.3),
     "ch1.heun_matches_gaussian_flow": dict(heun_order=1.0),
-    "ch1.dm_samples_are_training_images": dict(dm_nn_max=0.3),
+    "ch1.dm_samples_are_copies": dict(dm_nn_max=0.3),
     "ch1.dg_samples_are_new": dict(dg_gl=0.01),
-    "ch1.lowsigma_residual_nonzero_below_d": dict(lowsigma={"digits": dict(d=64, n=[4, 16, 1500],
+    "ch1.lowsigma_nonzero_below_d": dict(lowsigma={"digits": dict(d=64, n=[4, 16, 1500],
                                                                             heldout=[1e-3, 1e-3, 1e-4], train=[0, 0, 0])}),
-    "ch1.lowsigma_residual_vanishes_above_d": dict(lowsigma={"digits": dict(d=64, n=[4, 16, 1500],
+    "ch1.lowsigma_vanishes_above_d": dict(lowsigma={"digits": dict(d=64, n=[4, 16, 1500],
                                                                              heldout=[0.3, 0.2, 0.01], train=[0, 0, 0])}),
-    "ch1.tower_training_inputs_give_wg": dict(tower=[dict(sigma=0.1166, train=0.05, mc=0.01, held=0.6)]),
-    "ch1.tower_heldout_inputs_far_from_wg": dict(tower=[dict(sigma=0.1166, train=0.01, mc=0.01, held=0.05)]),
+    "ch1.tower_train_fit_is_wg": dict(tower=[dict(sigma=0.1166, train=0.05, mc=0.01, held=0.6)]),
+    "ch1.tower_heldout_fit_far": dict(tower=[dict(sigma=0.1166, train=0.01, mc=0.01, held=0.05)]),
 }
 
 
@@ -280,11 +280,11 @@ def test_claims_return_exactly_the_claim_ids_and_pass_on_consistent_results():
     assert tuple(c.id for c in cs) == theory.CLAIM_IDS
     assert [c.status for c in cs] == ["pass"] * len(cs), [(c.id, c.status) for c in cs]
     kinds = {c.id: c.kind for c in cs}
-    assert {i for i, k in kinds.items() if k == "paper"} == {"ch1.lowsigma_residual_nonzero_below_d",
-                                                             "ch1.lowsigma_residual_vanishes_above_d"}
+    assert {i for i, k in kinds.items() if k == "paper"} == {"ch1.lowsigma_nonzero_below_d",
+                                                             "ch1.lowsigma_vanishes_above_d"}
     assert all(16 in c.figures for c in cs if c.kind == "paper")
-    assert {i for i, k in kinds.items() if k == "control"} == {"ch1.tower_training_inputs_give_wg",
-                                                               "ch1.tower_heldout_inputs_far_from_wg"}
+    assert {i for i, k in kinds.items() if k == "control"} == {"ch1.tower_train_fit_is_wg",
+                                                               "ch1.tower_heldout_fit_far"}
 
 
 @pytest.mark.parametrize("cid", theory.CLAIM_IDS)
@@ -298,8 +298,8 @@ def test_lowsigma_claims_need_an_n_far_above_d():
     """A ladder whose largest N is not >> d cannot pass the 'vanishes above d' claim (NaN, not 0)."""
     short = {"digits": dict(d=64, n=[4, 16, 128], heldout=[0.3, 0.2, 1e-5], train=[0, 0, 0])}
     cs = _by_id(theory.claims(_results(lowsigma=short), theory.settings("cpu")))
-    assert cs["ch1.lowsigma_residual_vanishes_above_d"].status == "FAIL"
-    assert cs["ch1.lowsigma_residual_nonzero_below_d"].status == "FAIL"
+    assert cs["ch1.lowsigma_vanishes_above_d"].status == "FAIL"
+    assert cs["ch1.lowsigma_nonzero_below_d"].status == "FAIL"
     v = theory.lowsigma_summary(dict(d=64, n=[100, 300], heldout=[0.1, 1e-5]))
     assert math.isnan(v["small"]) and v["large"] == 1e-5 and v["large_ratio"] == pytest.approx(300 / 64)
 

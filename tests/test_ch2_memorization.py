@@ -173,21 +173,21 @@ def _results(**changes):
 
 # one contradicting change per claim id (each contradicts that claim and may contradict others too)
 _CONTRADICT = {
-    "ch2.smallest_memorizes_largest_generalizes": dict(memorized=[0.95, 0.6, 0.3, 0.2, 0.15]),
-    "ch2.memorized_fraction_falls_with_n": dict(memorized=[0.6, 0.0, 0.9, 0.0, 0.05]),
+    "ch2.memorizes_then_generalizes": dict(memorized=[0.95, 0.6, 0.3, 0.2, 0.15]),
+    "ch2.copies_fall_with_n": dict(memorized=[0.6, 0.0, 0.9, 0.0, 0.05]),
     "ch2.gl_rises_with_n": dict(gl=[0.01, 0.75, 0.7, 0.68, 0.66]),
     "ch2.rmse_to_dg_falls_with_n": dict(rmse_G_inter=[0.2, 0.25, 0.3, 0.17, 0.3]),
-    "ch2.rmse_to_dg_rises_with_width": dict(width_rmse_G_inter=[0.25, 0.2, 0.15, 0.1]),
-    "ch2.memorized_fraction_rises_with_width": dict(width_memorized=[0.6, 0.6, 0.2, 0.0]),
-    "ch2.lowsigma_residual_falls_with_n": dict(lowsigma_ladder=[0.004, 0.005, 0.01, 0.1, 0.3]),
-    "ch2.lowsigma_residual_same_for_widths": dict(lowsigma_width=[0.10, 0.10, 0.12, 0.10]),
+    "ch2.width_raises_rmse_to_dg": dict(width_rmse_G_inter=[0.25, 0.2, 0.15, 0.1]),
+    "ch2.copies_rise_with_width": dict(width_memorized=[0.6, 0.6, 0.2, 0.0]),
+    "ch2.lowsigma_falls_with_n": dict(lowsigma_ladder=[0.004, 0.005, 0.01, 0.1, 0.3]),
+    "ch2.lowsigma_same_for_widths": dict(lowsigma_width=[0.10, 0.10, 0.12, 0.10]),
     "ch2.gl_above_paper_threshold": dict(gl=[0.01, 0.2, 0.3, 0.4, 0.5]),
-    "ch2.gl_generalizing_near_heldout": dict(gl=[0.01, 0.2, 0.6, 0.6, 0.61]),
-    "ch2.gl_memorizing_far_below_heldout": dict(gl=[0.5, 0.55, 0.6, 0.65, 0.7]),
-    "ch2.samples_closer_to_dg_when_generalizing": dict(to_M=[0.01, 0.1, 0.4, 0.1, 0.5]),
-    "ch2.samples_closer_to_dm_when_memorizing": dict(to_M=[0.01, 0.5, 0.4, 0.45, 0.5]),
-    "ch2.sample_distance_to_dg_falls_with_n": dict(to_G=[0.15, 0.18, 0.2, 0.3, 0.35], to_M=[0.01, 0.1, 0.4, 0.45, 0.5]),
-    "ch2.lognormal_psigma_departs_at_high_sigma": dict(high_lognormal=0.04, high_mixed=0.01),
+    "ch2.gl_large_n_near_heldout": dict(gl=[0.01, 0.2, 0.6, 0.6, 0.61]),
+    "ch2.gl_small_n_below_heldout": dict(gl=[0.5, 0.55, 0.6, 0.65, 0.7]),
+    "ch2.gen_samples_near_dg": dict(to_M=[0.01, 0.1, 0.4, 0.1, 0.5]),
+    "ch2.mem_samples_near_dm": dict(to_M=[0.01, 0.5, 0.4, 0.45, 0.5]),
+    "ch2.sample_gap_to_dg_falls": dict(to_G=[0.15, 0.18, 0.2, 0.3, 0.35], to_M=[0.01, 0.1, 0.4, 0.45, 0.5]),
+    "ch2.lognormal_high_sigma_gap": dict(high_lognormal=0.04, high_mixed=0.01),
 }
 
 
@@ -201,10 +201,10 @@ def test_claims_return_exactly_the_claim_ids_and_pass_on_consistent_results():
     assert tuple(c.id for c in cs) == gen.CLAIM_IDS
     assert [c.status for c in cs] == ["pass"] * len(cs), [(c.id, c.status) for c in cs]
     assert all(c.figures for c in cs if c.kind == "paper")
-    assert {c.id for c in cs if c.kind == "control"} == {"ch2.gl_generalizing_near_heldout",
-                                                         "ch2.gl_memorizing_far_below_heldout"}
-    assert {c.figures for c in cs if c.id.startswith("ch2.samples_closer")} == {(2, 3, 6)}
-    assert _by_id(cs)["ch2.lognormal_psigma_departs_at_high_sigma"].figures == (7, 17)
+    assert {c.id for c in cs if c.kind == "control"} == {"ch2.gl_large_n_near_heldout",
+                                                         "ch2.gl_small_n_below_heldout"}
+    assert {c.figures for c in cs if c.id.endswith("_samples_near_dg") or c.id.endswith("_samples_near_dm")} == {(2, 3, 6)}
+    assert _by_id(cs)["ch2.lognormal_high_sigma_gap"].figures == (7, 17)
 
 
 def contradicted_statuses(module, results, settings, cid):
@@ -225,12 +225,12 @@ def test_headline_claims_fail_without_a_model_of_their_kind():
     """'At every generalizing N' over no generalizing N is not a pass (and likewise for memorizing)."""
     S = gen.settings("gpu")
     none_gen = _by_id(gen.claims(_results(memorized=[1.0, 0.9, 0.8, 0.7, 0.6], gl=[0.01, 0.02, 0.03, 0.04, 0.05]), S))
-    assert none_gen["ch2.samples_closer_to_dg_when_generalizing"].status == "FAIL"
+    assert none_gen["ch2.gen_samples_near_dg"].status == "FAIL"
     none_mem = _by_id(gen.claims(_results(memorized=[0.4, 0.3, 0.2, 0.1, 0.0]), S))
-    assert none_mem["ch2.samples_closer_to_dm_when_memorizing"].status == "FAIL"
+    assert none_mem["ch2.mem_samples_near_dm"].status == "FAIL"
     # which N memorize is measured: N = 64 with 0.6 copies is held to the memorizing claim
     flipped = _by_id(gen.claims(_results(memorized=[0.95, 0.4, 0.05, 0.0, 0.0]), S))
-    assert flipped["ch2.samples_closer_to_dg_when_generalizing"].status == "FAIL"        # N = 64: to_M < to_G
+    assert flipped["ch2.gen_samples_near_dg"].status == "FAIL"        # N = 64: to_M < to_G
 
 
 def test_the_gl_threshold_is_expected_not_to_transfer_to_digits_written_in_the_profile():
@@ -240,12 +240,12 @@ def test_the_gl_threshold_is_expected_not_to_transfer_to_digits_written_in_the_p
     digits = dict(gl=[0.01, 0.1, 0.3, 0.33, 0.34], gl_heldout=[0.5, 0.45, 0.4, 0.36, 0.34])
     cs = _by_id(gen.claims(_results(**digits), gen.settings("cpu")))
     assert cs["ch2.gl_above_paper_threshold"].status == "not reproduced"       # 0.34 < 0.6, as stated before the run
-    assert cs["ch2.gl_generalizing_near_heldout"].status == "pass"
+    assert cs["ch2.gl_large_n_near_heldout"].status == "pass"
     cs = _by_id(gen.claims(_results(), gen.settings("cpu")))
     assert cs["ch2.gl_above_paper_threshold"].status == "pass"                 # the run still decides
 
 
 def test_the_width_spread_at_its_threshold_is_a_marginal_pass():
     cs = _by_id(gen.claims(_results(lowsigma_width=[0.0034, 0.0035, 0.0036, 0.00374]), gen.settings("gpu")))
-    c = cs["ch2.lowsigma_residual_same_for_widths"]
+    c = cs["ch2.lowsigma_same_for_widths"]
     assert c.passed and c.status == "pass (marginal)"

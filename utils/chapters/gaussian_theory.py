@@ -388,12 +388,12 @@ CLAIM_IDS = (
     "ch1.gd_reaches_wiener_filter",
     "ch1.gd_follows_contraction",
     "ch1.heun_matches_gaussian_flow",
-    "ch1.dm_samples_are_training_images",
+    "ch1.dm_samples_are_copies",
     "ch1.dg_samples_are_new",
-    "ch1.lowsigma_residual_nonzero_below_d",
-    "ch1.lowsigma_residual_vanishes_above_d",
-    "ch1.tower_training_inputs_give_wg",
-    "ch1.tower_heldout_inputs_far_from_wg",
+    "ch1.lowsigma_nonzero_below_d",
+    "ch1.lowsigma_vanishes_above_d",
+    "ch1.tower_train_fit_is_wg",
+    "ch1.tower_heldout_fit_far",
 )
 
 
@@ -455,7 +455,7 @@ def claims(results: Results, settings: Settings) -> list[Claim]:
              f"(Euler {R.euler_order:.2f})")
 
     copies = all_of(compare(R.dm_gl, "<", DM_GL_MAX), compare(R.dm_nn_max, "<", DM_NN_MAX))
-    add("ch1.dm_samples_are_training_images", "check", copies,
+    add("ch1.dm_samples_are_copies", "check", copies,
         claim="Samples of the memorizing D_M are training images",
         paper=f"D_M only reproduces training images (paper eq. 5); we require GL < {DM_GL_MAX:g} and every "
               f"sample within {DM_NN_MAX:g} of a training image",
@@ -471,14 +471,14 @@ def claims(results: Results, settings: Settings) -> list[Claim]:
         raise ValueError("results.lowsigma must hold at least one dataset")
     nonzero = all_of(*[compare(v["small"], ">=", LOWSIGMA_RATIO * v["large"]) for v in summ.values()])
     vanishes = all_of(*[compare(v["large"], "<", LOWSIGMA_VANISH) for v in summ.values()])
-    add("ch1.lowsigma_residual_nonzero_below_d", "paper", nonzero, figures=(16,), where="App. F.1",
+    add("ch1.lowsigma_nonzero_below_d", "paper", nonzero, figures=(16,), where="App. F.1",
         claim="The sigma -> 0 residual RMSE(D_G(x; 0.002), x) on held-out images is clearly > 0 for N < d",
         paper=f"non-zero iff N < d (paper App. F.1, paper Fig. 16); we require, at N <= {LOWSIGMA_SMALL_N:g} d, "
               f"at least {LOWSIGMA_RATIO:g}x the value at N >= {LOWSIGMA_LARGE_N:g} d",
         ours="; ".join(f"{name}: {v['small']:.2e} at N <= d/{1 / LOWSIGMA_SMALL_N:g} vs {v['large']:.1e} "
                        f"at N = {v['large_ratio']:.3g} d" for name, v in summ.items()))
 
-    add("ch1.lowsigma_residual_vanishes_above_d", "paper", vanishes, figures=(16,), where="App. F.1",
+    add("ch1.lowsigma_vanishes_above_d", "paper", vanishes, figures=(16,), where="App. F.1",
         claim="The sigma -> 0 residual RMSE(D_G(x; 0.002), x) on held-out images is ~ 0 for N >> d",
         paper=f"~ 0 for N >> d (paper App. F.1, paper Fig. 16); we require RMSE < {LOWSIGMA_VANISH:g} (1/8 grey level) "
               f"at N >= {LOWSIGMA_LARGE_N:g} d",
@@ -488,7 +488,7 @@ def claims(results: Results, settings: Settings) -> list[Claim]:
     if not R.tower:
         raise ValueError("results.tower must hold at least one noise level")
     unbiased = all_of(*[compare(v["train"], "<=", TOWER_MC_FACTOR * v["mc"]) for v in R.tower])
-    add("ch1.tower_training_inputs_give_wg", "control", unbiased,
+    add("ch1.tower_train_fit_is_wg", "control", unbiased,
         claim="The affine fit of D_M on training images + noise equals W_G within Monte-Carlo error (tower property)",
         paper=f"not in the paper (the book's control, §1.6); we require error <= {TOWER_MC_FACTOR:g} x the "
               f"Monte-Carlo error at every sigma",
@@ -498,7 +498,7 @@ def claims(results: Results, settings: Settings) -> list[Claim]:
     if len(at) != 1:
         raise ValueError(f"results.tower has no entry at tower_sigma = {R.tower_sigma}")
     tw = at[0]
-    add("ch1.tower_heldout_inputs_far_from_wg", "control", compare(tw["held"], ">=", TOWER_HELD_FACTOR * tw["train"]),
+    add("ch1.tower_heldout_fit_far", "control", compare(tw["held"], ">=", TOWER_HELD_FACTOR * tw["train"]),
         claim=f"On held-out images + noise the affine fit of D_M is >= {TOWER_HELD_FACTOR:g}x further from "
               f"W_G (sigma = {R.tower_sigma:g})",
         paper="not in the paper (the book's control); the paper's code distils on held-out images",

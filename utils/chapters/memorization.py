@@ -334,21 +334,21 @@ class Results:
 
 
 CLAIM_IDS = (
-    "ch2.smallest_memorizes_largest_generalizes",
-    "ch2.memorized_fraction_falls_with_n",
+    "ch2.memorizes_then_generalizes",
+    "ch2.copies_fall_with_n",
     "ch2.gl_rises_with_n",
     "ch2.rmse_to_dg_falls_with_n",
-    "ch2.rmse_to_dg_rises_with_width",
-    "ch2.memorized_fraction_rises_with_width",
-    "ch2.lowsigma_residual_falls_with_n",
-    "ch2.lowsigma_residual_same_for_widths",
+    "ch2.width_raises_rmse_to_dg",
+    "ch2.copies_rise_with_width",
+    "ch2.lowsigma_falls_with_n",
+    "ch2.lowsigma_same_for_widths",
     "ch2.gl_above_paper_threshold",
-    "ch2.gl_generalizing_near_heldout",
-    "ch2.gl_memorizing_far_below_heldout",
-    "ch2.samples_closer_to_dg_when_generalizing",
-    "ch2.samples_closer_to_dm_when_memorizing",
-    "ch2.sample_distance_to_dg_falls_with_n",
-    "ch2.lognormal_psigma_departs_at_high_sigma",
+    "ch2.gl_large_n_near_heldout",
+    "ch2.gl_small_n_below_heldout",
+    "ch2.gen_samples_near_dg",
+    "ch2.mem_samples_near_dm",
+    "ch2.sample_gap_to_dg_falls",
+    "ch2.lognormal_high_sigma_gap",
 )
 
 
@@ -383,7 +383,7 @@ def claims(results: Results, settings: Settings) -> list[Claim]:
     def add(cid, kind, test, **kw):
         out.append(Claim(id=cid, kind=kind, passed=test.passed, margin=test.margin, expected_to_fail=ex(cid), **kw))
 
-    add("ch2.smallest_memorizes_largest_generalizes", "paper",
+    add("ch2.memorizes_then_generalizes", "paper",
         all_of(compare(R.memorized[0], ">", MEMORIZING), compare(R.memorized[-1], "<=", GENERALIZING)),
         figures=(6, 12), claim=f"The smallest N memorizes (more than {MEMORIZING:.0%} of its samples have NN ratio < 1/3), "
                                f"the largest generalizes (at most {GENERALIZING:.0%} do)",
@@ -392,7 +392,7 @@ def claims(results: Results, settings: Settings) -> list[Claim]:
         ours=f"memorized fraction {fmt(R.memorized, '{:.2f}')} at N = {Ns}")
 
     rho, t = _trend_test(R.ns, R.memorized, rising=False)
-    add("ch2.memorized_fraction_falls_with_n", "paper", t, figures=(6, 12),
+    add("ch2.copies_fall_with_n", "paper", t, figures=(6, 12),
         claim="The memorized fraction falls as N grows (whole ladder)",
         paper="memorized replicas at small N become new images at large N (paper Figs. 6b, 12)",
         ours=f"{fmt(R.memorized, '{:.2f}')} at N = {Ns}; rank correlation with N {rho:+.2f} (needs <= -{tmin})")
@@ -413,27 +413,27 @@ def claims(results: Results, settings: Settings) -> list[Claim]:
 
     rho, t = _trend_test(R.widths, R.width_rmse_G_inter, rising=True)
     m, se = R.width_rmse_G_inter_diff
-    add("ch2.rmse_to_dg_rises_with_width", "paper", t, figures=(7, 20),
+    add("ch2.width_raises_rmse_to_dg", "paper", t, figures=(7, 20),
         claim=f"At N = {R.scale_n:,d}, the intermediate-regime RMSE(D_theta, D_G) rises with the width (all widths)",
         paper="decreases as scale decreases, intermediate regime (paper Fig. 7a; paper Fig. 20, CIFAR-10)",
         ours=f"{fmt(R.width_rmse_G_inter, '{:.4f}')} at {Cs} channels; rank correlation with width {rho:+.2f} "
              f"(needs >= {tmin}); smallest - largest width: difference {m:+.4f} +- {se:.4f}")
 
     rho, t = _trend_test(R.widths, R.width_memorized, rising=True)
-    add("ch2.memorized_fraction_rises_with_width", "paper", t, figures=(7,),
+    add("ch2.copies_rise_with_width", "paper", t, figures=(7,),
         claim=f"At N = {R.scale_n:,d}, the memorized fraction rises with the width (all widths)",
         paper="samples move from memorized to Gaussian-like as the model shrinks (paper Fig. 7b)",
         ours=f"{fmt(R.width_memorized, '{:.2f}')} at {Cs} channels; rank correlation with width {rho:+.2f} "
              f"(needs >= {tmin})")
 
     rho, t = _trend_test(R.ns, R.lowsigma_ladder, rising=False)
-    add("ch2.lowsigma_residual_falls_with_n", "paper", t, figures=(16,),
+    add("ch2.lowsigma_falls_with_n", "paper", t, figures=(16,),
         claim=f"At sigma = {R.s_min:g} the residual RMSE(D_theta, D_G) falls with N",
         paper="the sigma -> 0 error is non-zero when N < d and falls with N (paper Fig. 16 left)",
         ours=f"{fmt(R.lowsigma_ladder, '{:.4f}')} at N = {Ns}; rank correlation {rho:+.2f} (needs <= -{tmin})")
 
     spread = relative_spread(R.lowsigma_width)
-    add("ch2.lowsigma_residual_same_for_widths", "paper", compare(spread, "<=", LOWSIGMA_SPREAD), figures=(16,),
+    add("ch2.lowsigma_same_for_widths", "paper", compare(spread, "<=", LOWSIGMA_SPREAD), figures=(16,),
         claim=f"At sigma = {R.s_min:g} the residual RMSE(D_theta, D_G) does not depend on the width (N = {R.scale_n:,d})",
         paper="it depends on N, not on model scale (paper Fig. 16 right)",
         ours=f"{fmt(R.lowsigma_width, '{:.4f}')} at {Cs} channels; relative spread (max - min) / mean {spread:.3f} "
@@ -445,7 +445,7 @@ def claims(results: Results, settings: Settings) -> list[Claim]:
         ours=f"GL {R.gl[-1]:.3f} at N = {R.ns[-1]:,d}; real held-out images {R.gl_heldout[-1]:.3f}")
 
     ratio_full = R.gl[-1] / R.gl_heldout[-1] if R.gl_heldout[-1] > 0 else math.nan
-    add("ch2.gl_generalizing_near_heldout", "control", compare(ratio_full, ">=", 1 - GL_TOLERANCE),
+    add("ch2.gl_large_n_near_heldout", "control", compare(ratio_full, ">=", 1 - GL_TOLERANCE),
         claim=f"(transferred) The generalizing model's GL is at least that of real held-out images, within "
               f"{GL_TOLERANCE:.0%}",
         paper="GL > 0.6 indicates generalization on FFHQ (paper App. B.1); the book compares with real held-out images instead",
@@ -453,7 +453,7 @@ def claims(results: Results, settings: Settings) -> list[Claim]:
              f"+- {R.gl_heldout_se[-1]:.3f}; ratio {ratio_full:.2f} (needs >= {1 - GL_TOLERANCE:.2f})")
 
     ratio_small = R.gl[0] / R.gl_heldout[0] if R.gl_heldout[0] > 0 else math.nan
-    add("ch2.gl_memorizing_far_below_heldout", "control", compare(ratio_small, "<=", GL_FAR),
+    add("ch2.gl_small_n_below_heldout", "control", compare(ratio_small, "<=", GL_FAR),
         claim=f"(transferred) The memorizing model's GL is far below that of real held-out images (at most "
               f"{GL_FAR:g} times it)",
         paper="memorizing models score far below the generalizing level (paper App. B.1, paper Fig. 13a)",
@@ -468,28 +468,28 @@ def claims(results: Results, settings: Settings) -> list[Claim]:
     how = (f"median over {R.n_noises} initial noises of the per-image pixel RMSE between the network's final sample "
            f"and D_G's / D_M's sample from the same noise")
     t = all_of(*[compare(R.to_G[i], "<", R.to_M[i]) for i in gen_i]) if gen_i else compare(math.nan, "<", 0)
-    add("ch2.samples_closer_to_dg_when_generalizing", "paper", t, figures=(2, 3, 6),
+    add("ch2.gen_samples_near_dg", "paper", t, figures=(2, 3, 6),
         claim=f"At every generalizing N (memorized fraction <= {MEMORIZING:g}, measured), the network's samples are "
               f"closer to D_G's samples from the same noises than to D_M's",
         paper="a generalizing network's samples share their structure with the Gaussian model's from the same noise; "
               "the memorizing (Multi-Delta) model's are training images (paper Figs. 2 right, 3, 6b)",
         ours=f"{how}: {dist(gen_i)}")
     t = all_of(*[compare(R.to_M[i], "<", R.to_G[i]) for i in mem_i]) if mem_i else compare(math.nan, "<", 0)
-    add("ch2.samples_closer_to_dm_when_memorizing", "paper", t, figures=(2, 3, 6),
+    add("ch2.mem_samples_near_dm", "paper", t, figures=(2, 3, 6),
         claim=f"At every memorizing N (memorized fraction > {MEMORIZING:g}, measured), the network's samples are closer "
               f"to D_M's samples from the same noises than to D_G's",
         paper="memorizing networks reproduce training images (paper Fig. 6b); the Gaussian samples do not",
         ours=f"{how}: {dist(mem_i)}")
 
     rho, t = _trend_test(R.ns, R.to_G, rising=False)
-    add("ch2.sample_distance_to_dg_falls_with_n", "paper", t, figures=(6,),
+    add("ch2.sample_gap_to_dg_falls", "paper", t, figures=(6,),
         claim="The distance between the network's samples and D_G's from the same noises falls as N grows (whole ladder)",
         paper="with growing N the samples turn from replicas into images with the Gaussian structure (paper Fig. 6b)",
         ours=f"median pixel RMSE to D_G's sample {fmt(R.to_G)} at N = {Ns}; rank correlation with N {rho:+.2f} "
              f"(needs <= -{tmin})")
 
     t = all_of(compare(R.high_lognormal, ">", PAPER_CLOSE), compare(R.high_lognormal, ">", R.high_mixed))
-    add("ch2.lognormal_psigma_departs_at_high_sigma", "paper", t, figures=(7, 17),
+    add("ch2.lognormal_high_sigma_gap", "paper", t, figures=(7, 17),
         claim=f"Trained with EDM's log-normal p(sigma), the N = {R.ns[-1]:,d} network departs from D_G at high sigma: "
               f"its mean RMSE to D_G over the high regime exceeds {PAPER_CLOSE} and that of the book's mixed p(sigma)",
         paper="networks under-trained at high sigma (bell-shaped p_train) have a larger error to D_G there "
