@@ -232,3 +232,87 @@ def test_tower_property_control():
     assert ho["error"] > 5 * ho["mc_error"]
     one = theory.affine_fit_errors(D_M, x, W_G, s, n_noise=20, seeds=(3,))
     assert math.isnan(one["mc_error"]) and len(one["errors"]) == 1
+
+
+# --------------------------------------------------------------------------- claims
+
+def _results(**changes):
+    """Chapter 1's numbers as a consistent run gives them (every claim holds), with ``changes``."""
+    r = dict(grid_error=4e-7, tweedie_error=3e-13, gd_sigmas=[0.1166, 4.0661], gd_final_error=2e-9,
+             gd_theory_deviation=1e-9, heun_steps=320, heun_error=2e-5, heun_order=2.0, euler_order=1.0,
+             dm_gl=0.0, dm_nn_max=1e-12, dg_gl=0.45, heldout_gl=0.38,
+             lowsigma={"digits": dict(d=64, n=[4, 16, 64, 1500], heldout=[0.3, 0.2, 5e-4, 1e-5],
+                                      train=[1e-9, 1e-9, 1e-8, 1e-7]),
+                       "patches": dict(d=256, n=[16, 64, 256, 5000], heldout=[0.2, 0.1, 1e-3, 2e-5],
+                                       train=[1e-9, 1e-9, 1e-8, 1e-7])},
+             tower=[dict(sigma=0.1166, train=0.010, mc=0.010, held=0.5),
+                    dict(sigma=4.0661, train=0.02, mc=0.021, held=0.03)],
+             tower_sigma=0.1166)
+    r.update(changes)
+    return theory.Results(**r)
+
+
+# one contradicting change per claim id
+_CONTRADICT = {
+    "ch1.edm_grid_is_the_papers": dict(grid_error=1e-3),
+    "ch1.tweedie_closed_forms": dict(tweedie_error=1e-4),
+    "ch1.gd_reaches_wiener_filter": dict(gd_final_error=0.05),
+    "ch1.gd_follows_contraction": dict(gd_theory_deviation=0.3),
+    "ch1.heun_matches_gaussian_flow": dict(heun_order=1.0),
+    "ch1.dm_samples_are_copies": dict(dm_nn_max=0.3),
+    "ch1.dg_samples_are_new": dict(dg_gl=0.01),
+    "ch1.lowsigma_nonzero_below_d": dict(lowsigma={"digits": dict(d=64, n=[4, 16, 1500],
+                                                                            heldout=[1e-3, 1e-3, 1e-4], train=[0, 0, 0])}),
+    "ch1.lowsigma_vanishes_above_d": dict(lowsigma={"digits": dict(d=64, n=[4, 16, 1500],
+                                                                             heldout=[0.3, 0.2, 0.01], train=[0, 0, 0])}),
+    "ch1.tower_train_fit_is_wg": dict(tower=[dict(sigma=0.1166, train=0.05, mc=0.01, held=0.6)]),
+    "ch1.tower_heldout_fit_far": dict(tower=[dict(sigma=0.1166, train=0.01, mc=0.01, held=0.05)]),
+}
+
+
+def _by_id(cs):
+    return {c.id: c for c in cs}
+
+
+def test_claims_return_exactly_the_claim_ids_and_pass_on_consistent_results():
+    S = theory.settings("cpu")
+    cs = theory.claims(_results(), S)
+    assert tuple(c.id for c in cs) == theory.CLAIM_IDS
+    assert [c.status for c in cs] == ["pass"] * len(cs), [(c.id, c.status) for c in cs]
+    kinds = {c.id: c.kind for c in cs}
+    assert {i for i, k in kinds.items() if k == "paper"} == {"ch1.lowsigma_nonzero_below_d",
+                                                             "ch1.lowsigma_vanishes_above_d"}
+    assert all(16 in c.figures for c in cs if c.kind == "paper")
+    assert {i for i, k in kinds.items() if k == "control"} == {"ch1.tower_train_fit_is_wg",
+                                                               "ch1.tower_heldout_fit_far"}
+
+
+@pytest.mark.parametrize("cid", theory.CLAIM_IDS)
+def test_each_claim_fails_on_contradicting_results(cid):
+    from test_ch2_memorization import contradicted_statuses
+    got = contradicted_statuses(theory, _results(**_CONTRADICT[cid]), theory.settings("cpu"), cid)
+    assert got == ("FAIL", "not reproduced")
+
+
+def test_lowsigma_claims_need_an_n_far_above_d():
+    """A ladder whose largest N is not >> d cannot pass the 'vanishes above d' claim (NaN, not 0)."""
+    short = {"digits": dict(d=64, n=[4, 16, 128], heldout=[0.3, 0.2, 1e-5], train=[0, 0, 0])}
+    cs = _by_id(theory.claims(_results(lowsigma=short), theory.settings("cpu")))
+    assert cs["ch1.lowsigma_vanishes_above_d"].status == "FAIL"
+    assert cs["ch1.lowsigma_nonzero_below_d"].status == "FAIL"
+    v = theory.lowsigma_summary(dict(d=64, n=[100, 300], heldout=[0.1, 1e-5]))
+    assert math.isnan(v["small"]) and v["large"] == 1e-5 and v["large_ratio"] == pytest.approx(300 / 64)
+
+
+def test_tower_noise_draws_give_more_inputs_than_pixels():
+    assert theory.tower_noise_draws(1500, 64, 32) == 32                   # the cpu profile: unchanged
+    for n, d, k in [(200, 1024, 2), (200, 3072, 2), (7, 9, 1), (1000, 1024, 1000)]:
+        m = theory.tower_noise_draws(n, d, k)
+        assert m >= k and n * m > d and n * m >= theory.TOWER_INPUTS_PER_DIM * (d + 1)
+    with pytest.raises(ValueError, match="n_images"):
+        theory.tower_noise_draws(0, 64, 2)
+
+
+def test_every_number_quoted_in_prose_is_glued():
+    from test_ch2_memorization import unglued_references
+    assert unglued_references("01_gaussian_theory") == []

@@ -265,7 +265,7 @@ NOTEBOOKS = book_pages.toc_notebooks(REPO)
 # from d (e.g. n_noise = max(C["n_noise"], d // n + 1)) for its smoke run to pass at 32 x 32.
 _FIT = r"fit_affine needs more noisy inputs than dimensions"
 KNOWN_GAPS: dict = {(p, stem): _FIT for p in GPU_PROFILES
-                    for stem in ("01_gaussian_theory", "03_linearity", "04_emergence")}
+                    for stem in ("03_linearity", "04_emergence")}
 
 
 @pytest.fixture(scope="module")
