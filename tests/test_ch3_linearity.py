@@ -123,6 +123,23 @@ def test_symmetry_steps():
     assert L.symmetry_steps((3, 50), 10) == [3, 10]                # snapshots past the end are not kept
 
 
+def test_intermediate_levels():
+    from utils import edm
+    from utils.regimes import Regimes
+    R = Regimes(sigma_low=0.17, sigma_high=1.67)
+    band = edm.band_grid()
+    every = L.intermediate_levels(band, R)
+    assert len(every) == 8 and all(0.17 <= s <= 1.67 for s in every.tolist())
+    assert torch.equal(L.intermediate_levels(band, R, 0), every) and torch.equal(L.intermediate_levels(band, R, 9), every)
+    two = L.intermediate_levels(band, R, 2)
+    assert two.tolist() == [every[0].item(), every[-1].item()]
+    assert len(L.intermediate_levels(band, R, 3)) == 3 and L.intermediate_levels(band, R, 1).tolist() == [every[0].item()]
+    with pytest.raises(ValueError, match="count"):
+        L.intermediate_levels(band, R, -1)
+    with pytest.raises(ValueError, match="no level"):
+        L.intermediate_levels([80.0, 40.0], R)
+
+
 def test_settings_resolve_and_reject_unknown_claims():
     from utils import profiles
     from utils.settings import SettingsError

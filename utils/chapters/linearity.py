@@ -94,6 +94,10 @@ class Settings(ChapterSettings):
     #                               symmetry-over-training test (the sampler-grid level nearest to it)
     n_sv: int = 16
     n_show: int = 10
+    # intermediate levels of the band grid at which the networks are distilled: 0 = every one (cpu: 8);
+    # a positive count keeps that many, evenly spaced (the smoke budget, where a fit at d = 1,024 costs
+    # over a thousand network calls on a CPU)
+    inter_fits: int = 0
     # inputs from another distribution for distillation (paper: CelebA-HQ for its FFHQ networks):
     # natural-image patches average-pooled to the data's shape
     off_dataset: str = "patches"
@@ -101,7 +105,7 @@ class Settings(ChapterSettings):
 
     PROFILES = {
         "smoke": dict(n_pairs=4, lin_steps=10, alpha2=[0.99, 0.5], n_distill=64, n_noise=2, adam_epochs=3,
-                      align_k=8, n_sv=8, n_show=6),
+                      align_k=8, n_sv=8, n_show=6, inter_fits=2),
         # Claims not expected to hold at cpu, each with its reason, written down before the run (from
         # the training recipe, the data, or an earlier cpu build's measurements shown on the page);
         # each is still evaluated, and reported as passing if it holds.
@@ -138,6 +142,8 @@ class Settings(ChapterSettings):
         for name in ("n_pairs", "lin_steps", "n_distill", "n_noise", "adam_epochs", "align_k", "n_sv", "n_show"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.inter_fits < 0:
+            raise ValueError(f"inter_fits must be >= 0 (0: every intermediate level), got {self.inter_fits}")
         unknown = sorted(set(self.expected_to_fail) - {i.split(".", 1)[1] for i in CLAIM_IDS}
                          - set(CLAIM_IDS))
         if unknown:
@@ -286,6 +292,22 @@ def noise_draws(n_noise: int, n_images: int, d: int) -> int:
     positive_int(n_images, "n_images")
     positive_int(d, "d")
     return max(n_noise, matched_n_noise(d + 1, n_images))
+
+
+def intermediate_levels(sigmas, regimes, count: int = 0) -> torch.Tensor:
+    """The levels of ``sigmas`` (e.g. ``utils.edm.band_grid()``) in the intermediate regime of
+    ``regimes``, in the grid's order; with ``count`` > 0, at most that many of them, evenly spaced
+    along the grid (the first and the last kept)."""
+    s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+    levels = s[torch.as_tensor(regimes.mask(s, "intermediate"))]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"count must be an int >= 0 (0: every level), got {count!r}")
+    if not len(levels):
+        raise ValueError(f"no level of the grid lies in the intermediate regime {regimes.intermediate}")
+    if 0 < count < len(levels):
+        idx = sorted({round(i * (len(levels) - 1) / max(count - 1, 1)) for i in range(count)})
+        levels = levels[idx]
+    return levels
 
 
 def symmetry_steps(snapshot_steps, train_steps: int) -> list:
