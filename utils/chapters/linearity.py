@@ -3,14 +3,21 @@
 The measurements themselves are core: ``utils.metrics.linearity_curves`` (paper eq. 11 / 12),
 ``utils.distill.distill_grid`` (closed-form linear distillation at every sigma, optionally the
 paper's Adam recipe on the same pairs), ``utils.metrics.rmse_curves`` (eq. 10) and
-``utils.metrics.singular_alignment`` (Fig. 4 right). This module holds what only this chapter needs:
+``utils.metrics.singular_alignment`` (Fig. 4 right); every band mean is taken on ``utils.edm.band_grid()``.
+This module holds what only this chapter needs:
 
+* :class:`Settings` / :func:`settings` -- the chapter's knobs per profile, with the claims each profile
+  does not expect to hold (``expected_to_fail``, written before the run);
+* :class:`Results`, :data:`CLAIM_IDS`, :func:`claims` -- the chapter's numbers and the claims decided
+  from them against the thresholds below;
 * :func:`memorization` -- samples of a denoiser from the book's initial noises and their
   memorized fraction, the measured criterion that splits the ladder into memorizing and
   generalizing models;
 * :func:`trained_sigmas` -- whether a network saw, above each sigma, as many training draws
   (``utils.edm.training_draws_above``) as the paper's networks saw above the sigma where the paper
-  itself calls them under-trained;
+  itself calls them under-trained (a property of the training recipe, not of the outcome);
+* :func:`intermediate_levels`, :func:`noise_draws`, :func:`symmetry_steps` -- where and on how many
+  noisy inputs the networks are distilled, and which snapshots the symmetry-over-training test uses;
 * :func:`aligned_singular_vectors` -- singular vectors of W_L and W_G as images, signs matched;
 * :func:`asymmetry` -- ||W - W^T||_F / ||W||_F (paper Fig. 14a);
 * :func:`largest_drop` -- how far a score falls, at the worst sigma, as alpha^2 grows (paper Fig. 10);
