@@ -172,7 +172,6 @@ def _results(**changes):
         w_closed=[0.5, 0.15, 0.1, 0.1, 0.1, 0.1, 0.3], w_adam=[0.6, 0.3, 0.2, 0.2, 0.2, 0.2, 0.5],
         align_k=20, d=64, align_diag=[0.9] * 7, align_subspace=[0.95] * 7,
         asym_inter=[0.9, 0.6, 0.2, 0.1, 0.05], asym_top=0.01,
-        adam_sym_sigmas=[1.5, 0.5], adam_asym=[[1.0, 0.8, 0.5, 0.3], [1.2, 0.9, 0.6, 0.2]],
         sym_sigma=1.5, sym_steps=[125, 250, 500, 1000, 2000], asym_steps=[0.5, 0.4, 0.3, 0.2, 0.1],
         n_noises=100, d_LG=0.05, d_LM=0.3, d_GM=0.3, d_thG=0.15, d_thM=0.3,
         ctrl_train=0.02, ctrl_held=0.15, off_N=[16, 64, 1500], off_inter=[0.3, 0.25, 0.1])
@@ -201,7 +200,6 @@ CONTRADICTIONS = {
     "ch3.closed_form_beats_adam": dict(w_adam=[0.6, 0.3, 0.05, 0.2, 0.2, 0.2, 0.5]),
     "ch3.singular_vectors_correlate": dict(align_diag=[0.9, 0.9, 0.5, 0.9, 0.9, 0.9, 0.9]),
     "ch3.singular_subspaces_align": dict(align_subspace=[0.95, 0.95, 0.95, 0.95, 0.6, 0.95, 0.95]),
-    "ch3.symmetric_over_distillation": dict(adam_asym=[[1.0, 0.8, 0.5, 0.3], [0.2, 0.6, 0.9, 1.2]]),
     "ch3.symmetric_large_n": dict(asym_inter=[0.9, 0.6, 0.2, 0.15, 0.12]),
     "ch3.symmetry_rises_with_n": dict(asym_inter=[0.05, 0.9, 0.6, 0.2, 0.08]),
     "ch3.symmetry_rises_over_training": dict(asym_steps=[0.1, 0.2, 0.3, 0.4, 0.05]),
