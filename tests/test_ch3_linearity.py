@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from utils import edm
+from utils import edm, metrics
 from utils.chapters import linearity as L
 from utils.denoisers import AffineDenoiser, EmpiricalDenoiser, GaussianDenoiser
 
@@ -252,3 +252,19 @@ def test_claims_fail_rather_than_crash_on_degenerate_results():
 def test_a_marginal_pass_is_shown_as_such():
     st = _by_id(L.claims(_results(inter_M=0.121), L.settings("smoke")))["ch3.intermediate_dm_furthest"]
     assert st.status == "pass (marginal)" and 0 < st.margin < 0.05
+
+
+def test_affine_fit_at_the_colab_shapes_under_the_smoke_budget():
+    """The colab profile's d = 1,024 with the smoke budget's 64 distillation images: noise_draws gives the
+    fit more inputs than pixels, and the fit recovers an affine teacher (D_G) exactly."""
+    from utils import distill, profiles
+    S = L.settings(profiles.resolve("colab", allow_cpu=True, budget="smoke"))
+    g = torch.Generator().manual_seed(0)
+    x_train = torch.rand(300, 1, 32, 32, generator=g) * 2 - 1
+    G = GaussianDenoiser.fit(x_train)
+    x = x_train[:S.n_distill]
+    n_noise = L.noise_draws(S.n_noise, len(x), G.d)
+    assert S.n_distill * S.n_noise <= G.d < len(x) * n_noise
+    fit = distill.distill_grid(G, x, [1.5], n_noise, seed=0, progress=False)
+    assert fit.n_inputs == len(x) * n_noise
+    assert metrics.weight_nmse(fit.weights[0], G.weight(1.5)) < 1e-4
