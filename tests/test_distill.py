@@ -112,3 +112,26 @@ def test_adam_on_pool_converges_to_closed_form():
     assert res.weight_errors[-1] < 0.02 < res.weight_errors[3]
     assert weight_nmse(res.denoiser.W, teacher.W) == pytest.approx(res.weight_errors[-1], abs=1e-6)
     assert res.lr == 2e-2 and distill.fit_affine_adam_pool(y, t, 80.0, 1).lr == 5e-5      # paper's per-sigma rate
+
+
+def test_adam_monitor_records_a_number_per_epoch():
+    g = torch.Generator().manual_seed(0)
+    teacher = _affine6(bias=True)
+    y = torch.randn(500, 6, generator=g)
+    t = teacher(y.reshape(-1, *SHAPE)).reshape(-1, 6)
+    seen = []
+
+    def frob(W):
+        seen.append(W.dtype)
+        return float(W.norm())
+
+    res = distill.fit_affine_adam_pool(y, t, 1.0, epochs=5, batch_size=64, lr=2e-2, shape=SHAPE, monitor=frob)
+    assert len(res.monitored) == 6 and res.monitored[0] == 0.0 and res.monitored[-1] > 0     # [0]: the zero init
+    assert set(seen) == {torch.float64}
+    assert res.monitored[-1] == pytest.approx(float(res.denoiser.W.norm()), rel=1e-5)
+    assert distill.fit_affine_adam_pool(y, t, 1.0, epochs=1, shape=SHAPE).monitored == []     # off by default
+    with pytest.raises(TypeError, match="monitor"):
+        distill.fit_affine_adam_pool(y, t, 1.0, epochs=1, monitor=3)
+    grid = distill.distill_grid(teacher, y.reshape(-1, *SHAPE)[:100], [1.0, 0.5], n_noise=2, adam_epochs=2,
+                                W_ref=lambda s: teacher.W, adam_monitor=frob, progress=False)
+    assert [len(r.monitored) for r in grid.adam] == [3, 3]

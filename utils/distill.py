@@ -98,13 +98,18 @@ class AdamDistillation:
     losses: list = field(default_factory=list)          # mean MSE per epoch
     weights: list = field(default_factory=list)         # effective W (float32) after each epoch, [0] = init
     weight_errors: list = field(default_factory=list)   # ||W - W_ref||_F/||W_ref||_F per epoch, [0] = 1
+    monitored: list = field(default_factory=list)       # monitor(W) per epoch (float64 W), [0] = at init
 
 
 def _adam_affine(epoch_batches, d: int, sigma: float, epochs: int, lr: float, W_ref, keep_weights: bool,
-                 shape, device, desc: str, progress: bool) -> AdamDistillation:
+                 shape, device, desc: str, progress: bool, monitor=None) -> AdamDistillation:
     """The paper's optimiser loop, shared by both Adam variants: zero-initialised W and b, inputs
     scaled by 1/sqrt(d), mean-squared error, Adam with default betas. ``epoch_batches()`` yields one
-    epoch of (noisy inputs y, teacher outputs t), each (b, d) float32 on ``device``."""
+    epoch of (noisy inputs y, teacher outputs t), each (b, d) float32 on ``device``. ``monitor``: an
+    optional function of the effective W (float64, d x d) whose value is recorded after every epoch
+    (e.g. the asymmetry of W over the distillation, paper Fig. 14a)."""
+    if monitor is not None and not callable(monitor):
+        raise TypeError(f"monitor must be a function W -> float, got {type(monitor).__name__}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     if W_ref is not None and W_ref.shape != (d, d):
@@ -122,6 +127,8 @@ def _adam_affine(epoch_batches, d: int, sigma: float, epochs: int, lr: float, W_
             result.weights.append(W_eff.to(torch.float32).cpu().clone())
         if ref is not None:
             result.weight_errors.append(float((W_eff - ref).norm() / ref.norm().clamp_min(1e-300)))
+        if monitor is not None:
+            result.monitored.append(float(monitor(W_eff)))
 
     record()
     for _ in tqdm(range(epochs), disable=not progress, desc=desc, mininterval=10):
@@ -142,7 +149,7 @@ def _adam_affine(epoch_batches, d: int, sigma: float, epochs: int, lr: float, W_
 
 def fit_affine_adam(denoiser, x_clean: torch.Tensor, sigma: float, epochs: int = 100, batch_size: int = 256,
                     lr: float | None = None, seed: int = 0, W_ref: torch.Tensor | None = None,
-                    keep_weights: bool = True, progress: bool = False) -> AdamDistillation:
+                    keep_weights: bool = True, progress: bool = False, monitor=None) -> AdamDistillation:
     """The paper's Adam distillation (zero init, inputs / sqrt(d), MSE, Adam, fresh noise per batch).
 
     ``lr`` defaults to the paper's per-sigma value (:data:`PAPER_ADAM_LR`). With ``W_ref`` the weight
@@ -166,12 +173,12 @@ def fit_affine_adam(denoiser, x_clean: torch.Tensor, sigma: float, epochs: int =
             yield y.reshape(len(y), -1), target.clone()     # clone: autograd refuses inference tensors
 
     return _adam_affine(epoch_batches, d, sigma, epochs, lr, W_ref, keep_weights, x_clean.shape[1:],
-                        x_clean.device, f"Adam distillation sigma={sigma:.3g}", progress)
+                        x_clean.device, f"Adam distillation sigma={sigma:.3g}", progress, monitor)
 
 
 def fit_affine_adam_pool(y: torch.Tensor, t: torch.Tensor, sigma: float, epochs: int, batch_size: int = 256,
                          lr: float | None = None, seed: int = 0, W_ref: torch.Tensor | None = None,
-                         shape=None, keep_weights: bool = False) -> AdamDistillation:
+                         shape=None, keep_weights: bool = False, monitor=None) -> AdamDistillation:
     """The paper's Adam recipe on a fixed pool of (noisy input ``y``, teacher output ``t``) pairs,
     each (n, d), instead of fresh teacher calls: an epoch is one pass over the pool in a fresh random
     order. Used where the teacher is too slow to call ~10^6 times (e.g. the same pairs a closed-form
@@ -194,7 +201,7 @@ def fit_affine_adam_pool(y: torch.Tensor, t: torch.Tensor, sigma: float, epochs:
             yield y32[idx], t32[idx]
 
     return _adam_affine(epoch_batches, d, sigma, epochs, lr, W_ref, keep_weights, shape or (1, 1, d),
-                        y.device, f"Adam distillation (pool) sigma={sigma:.3g}", False)
+                        y.device, f"Adam distillation (pool) sigma={sigma:.3g}", False, monitor)
 
 
 # --------------------------------------------------------------------------- a grid of noise levels
@@ -242,13 +249,14 @@ class Distillation:
 
 def distill_grid(denoiser, x_clean: torch.Tensor, sigmas, n_noise: int, seed: int = 0,
                  adam_epochs: int | None = None, W_ref=None, adam_batch_size: int = 256,
-                 progress: bool = True) -> Distillation:
+                 progress: bool = True, adam_monitor=None) -> Distillation:
     """:func:`fit_affine` of ``denoiser`` at each sigma of ``sigmas`` on ``x_clean`` with ``n_noise``
     noise draws per image (the noise seed differs per sigma).
 
     With ``adam_epochs`` the paper's Adam recipe also runs at each sigma on the very pairs the closed
     form was fitted on (:func:`fit_affine_adam_pool`); ``W_ref(sigma)`` (e.g. ``D_G.weight``) gives
-    the matrix its weight error is measured against. The pool is dropped after each sigma.
+    the matrix its weight error is measured against, and ``adam_monitor(W)`` any other number recorded
+    per epoch (``AdamDistillation.monitored``). The pool is dropped after each sigma.
     ``progress`` shows a progress bar over the grid.
     """
     sig = sigma_list(sigmas)
@@ -261,7 +269,7 @@ def distill_grid(denoiser, x_clean: torch.Tensor, sigmas, n_noise: int, seed: in
         y, t = rec.pool()
         if adam_epochs is not None:
             adam.append(fit_affine_adam_pool(y, t, s, adam_epochs, batch_size=adam_batch_size, seed=seed + i,
-                                             W_ref=W_ref(s), shape=x_clean.shape[1:]))
+                                             W_ref=W_ref(s), shape=x_clean.shape[1:], monitor=adam_monitor))
         del y, t
     return Distillation(sig, fits, len(x_clean) * n_noise, adam)
 
