@@ -273,3 +273,8 @@ def test_shrinkage_trajectory_derives_enough_noise_draws_from_d():
     x_held = data.load("digits", n=3, seed=0, split="heldout")             # 3 * 4 = 12 < d = 64
     S = emergence.shrinkage_trajectory({1: G}, [1], G, x_held, 0.47, n_noise=4)
     assert S.shape == (1, 64) and np.isfinite(S).all()
+
+
+def test_every_number_quoted_in_prose_is_glued():
+    from test_ch2_memorization import unglued_references
+    assert unglued_references("04_emergence") == []

@@ -306,3 +306,8 @@ def test_every_claim_fails_on_contradicting_results(claim_id):
 def test_a_seed_control_not_run_fails_rather_than_passing():
     status = _status(_results(large_ctl_pair=None, large_ctl_nn=None))
     assert status["ch5.large_seed_control"] == "FAIL"
+
+
+def test_every_number_quoted_in_prose_is_glued():
+    from test_ch2_memorization import unglued_references
+    assert unglued_references("05_strong_generalization") == []
