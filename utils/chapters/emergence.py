@@ -564,7 +564,7 @@ def claims(results: Results, settings: Settings) -> list:
         id="ch4.minimum_moves_with_rampup", kind="control",
         claim=f"Where the Gaussian phase falls depends on the training schedule: a longer lr ramp-up moves the "
               f"band-distance minimum later by at least one snapshot spacing (x{RAMP_SHIFT_MIN:g})",
-        paper="the paper's Gaussian phase (epoch 841, FFHQ) lies inside EDM's 10M-image lr ramp-up (paper.md E6); "
+        paper="the paper's Gaussian phase (epoch 841, FFHQ) lies inside EDM's 10M-image lr ramp-up; "
               "the paper does not vary the schedule",
         ours=ours, passed=t.passed, margin=t.margin,
         expected_to_fail=expected(settings, "ch4.minimum_moves_with_rampup")))

@@ -556,45 +556,30 @@ def claims(results: Results, settings: Settings) -> list:
              + (", ".join(f"N = {n:,d}" for n in window) if window else "empty"),
         passed=bool(window), margin=m, expected_to_fail=ex("ch5.copy_while_gauss_agree")))
 
-    def raises(diff):
-        mean, se = diff
-        return compare(mean / se if se > 0 else (math.inf if mean > 0 else -math.inf), ">", SE_MIN)
-
-    t = raises(r.early_diff)
-    out.append(Claim(
-        id="ch5.early_raises", kind="paper", figures=_FIG9,
-        claim=f"Early stopping in the Gaussian phase raises the small-split agreement (the pair distance falls by "
-              f"more than {SE_MIN:g} standard errors of the per-noise difference)",
-        paper="early stopping (epoch 921) restores strong generalization at 1,094 / 782 images (Fig. 9c / 26c, visual)",
-        ours=f"step {r.es_step:,d} (min RMSE to D_G): pair {r.early_pair:.3f} vs {r.small_pair:.3f} at the end "
-             f"(mean decrease {r.early_diff[0]:.3f} ± {r.early_diff[1]:.3f} s.e.)",
-        passed=t.passed, margin=t.margin, expected_to_fail=ex("ch5.early_raises")))
-
-    t, txt = criterion(r.early_pair, r.early_nn)
-    out.append(Claim(
-        id="ch5.early_criterion", kind="paper", figures=_FIG9,
-        claim="Early stopping restores strong generalization by the criterion of ch5.large_beyond_copies",
-        paper="early stopping (epoch 921) restores strong generalization at 1,094 / 782 images (Fig. 9c / 26c, visual)",
-        ours=f"step {r.es_step:,d}: {txt}", passed=t.passed, margin=t.margin,
-        expected_to_fail=ex("ch5.early_criterion")))
-
-    t = raises(r.tiny_diff)
-    out.append(Claim(
-        id="ch5.small_model_raises", kind="paper", figures=_FIG9,
-        claim=f"A smaller model raises the small-split agreement (the pair distance falls by more than {SE_MIN:g} "
-              f"standard errors)",
-        paper="reducing the scale to 8 (FFHQ) / 4 (CIFAR-10) restores strong generalization (Fig. 9c / 26c, visual)",
-        ours=f"{r.tiny_channels} channels: pair {r.tiny_pair:.3f} vs {r.small_pair:.3f} (mean decrease "
-             f"{r.tiny_diff[0]:.3f} ± {r.tiny_diff[1]:.3f} s.e.)",
-        passed=t.passed, margin=t.margin, expected_to_fail=ex("ch5.small_model_raises")))
-
-    t, txt = criterion(r.tiny_pair, r.tiny_nn)
-    out.append(Claim(
-        id="ch5.small_model_criterion", kind="paper", figures=_FIG9,
-        claim="A smaller model restores strong generalization by the criterion of ch5.large_beyond_copies",
-        paper="reducing the scale to 8 (FFHQ) / 4 (CIFAR-10) restores strong generalization (Fig. 9c / 26c, visual)",
-        ours=f"{r.tiny_channels} channels: {txt}", passed=t.passed, margin=t.margin,
-        expected_to_fail=ex("ch5.small_model_criterion")))
+    # the two fixes of paper Fig. 9c, each held to two claims: it lowers the pair distance (beyond noise)
+    # and it meets the criterion of ch5.large_beyond_copies
+    fixes = (("early", "Early stopping in the Gaussian phase", f"step {r.es_step:,d} (min RMSE to D_G)",
+              "early stopping (epoch 921) restores strong generalization at 1,094 / 782 images",
+              r.early_pair, r.early_nn, r.early_diff),
+             ("small_model", "A smaller model", f"{r.tiny_channels} channels",
+              "reducing the scale to 8 (FFHQ) / 4 (CIFAR-10) restores strong generalization",
+              r.tiny_pair, r.tiny_nn, r.tiny_diff))
+    for key, what, setting, paper, pair, nn, (mean, se) in fixes:
+        t = compare(mean / se if se > 0 else (math.inf if mean > 0 else -math.inf), ">", SE_MIN)
+        out.append(Claim(
+            id=f"ch5.{key}_raises", kind="paper", figures=_FIG9,
+            claim=f"{what} raises the small-split agreement (the pair distance falls by more than {SE_MIN:g} "
+                  f"standard errors of the per-noise difference)",
+            paper=f"{paper} (Fig. 9c / 26c, visual)",
+            ours=f"{setting}: pair {pair:.3f} vs {r.small_pair:.3f} for the final small pair (mean decrease "
+                 f"{mean:.3f} ± {se:.3f} s.e.)",
+            passed=t.passed, margin=t.margin, expected_to_fail=ex(f"ch5.{key}_raises")))
+        t, txt = criterion(pair, nn)
+        out.append(Claim(
+            id=f"ch5.{key}_criterion", kind="paper", figures=_FIG9,
+            claim=f"{what} restores strong generalization by the criterion of ch5.large_beyond_copies",
+            paper=f"{paper} (Fig. 9c / 26c, visual)", ours=f"{setting}: {txt}", passed=t.passed, margin=t.margin,
+            expected_to_fail=ex(f"ch5.{key}_criterion")))
 
     t, txt = criterion(r.tiny_ctl_pair, r.tiny_ctl_nn)
     out.append(Claim(
