@@ -169,3 +169,112 @@ def test_cumulative_lr_and_what_a_minimum_tracks():
     assert same["best"] == emergence.HYPOTHESES[1] and same["predicted"][emergence.HYPOTHESES[1]] == pytest.approx(347, abs=2)
     with pytest.raises(ValueError):
         emergence.minimum_tracks(200, dict(spec, lr_rampup_steps=0), 300, long)
+
+
+# --------------------------------------------------------------------------- claims
+
+def _results(**changes):
+    """Results consistent with every claim of chapter 4 (a fall, an interior minimum, a rise; fewer
+    copies and more Gaussian-like samples at the minimum; onsets growing with N; PCs in order; the
+    minimum moving with the ramp-up)."""
+    r = dict(main_n=64, ref_n=1500, band=[0.17, 1.67], steps=[25, 100, 200, 500, 2000],
+             band_rmse=[0.40, 0.20, 0.10, 0.15, 0.20], memorized=[0.0, 0.0, 0.05, 0.4, 0.7],
+             cosine=[0.3, 0.6, 0.9, 0.7, 0.5], onset_sizes=[16, 64, 256, 750], onsets=[300.0, 1400.0, math.inf, math.inf],
+             t_gauss=[150.0, 175.0, 200.0, 200.0], pc_sigma=0.47, pc_slope=0.9, pc_stderr=0.1, pc_n=11, pc_lr=5e-4,
+             lin_slope=1.0, ramps=[200, 600], ramp_minima=[175, 400])
+    r.update(changes)
+    return emergence.Results(**r)
+
+
+def _settings(expected_to_fail=None):
+    return emergence.settings(profiles.resolve("cpu")).replace(expected_to_fail=expected_to_fail or {})
+
+
+def _status(results, settings=None):
+    return {c.id: c.status for c in emergence.claims(results, settings or _settings())}
+
+
+def test_claims_return_exactly_the_claim_ids_and_pass_on_consistent_results():
+    cl = emergence.claims(_results(), _settings())
+    assert tuple(c.id for c in cl) == emergence.CLAIM_IDS
+    assert all(c.status in ("pass", "pass (marginal)") for c in cl), [(c.id, c.status, c.ours) for c in cl]
+    kinds = {c.id: c.kind for c in cl}
+    assert kinds["ch4.minimum_moves_with_rampup"] == "control"
+    assert kinds["ch4.gaussian_phase"] == "paper" and cl[0].figures == (8, 21)
+    assert {c.source for c in cl if c.id in ("ch4.onset_grows_with_n", "ch4.pc_order")} == \
+        {"bonnaire2025why", "wang2025analytical"}
+
+
+CONTRADICTIONS = {
+    # a minimum inside training, but hardly any rise after it (x1.1 < x1.2)
+    "ch4.gaussian_phase": dict(band_rmse=[0.40, 0.30, 0.10, 0.105, 0.11]),
+    # more copies at the minimum than at the end
+    "ch4.early_stop_fewer_copies": dict(memorized=[0.0, 0.0, 0.8, 0.6, 0.5]),
+    # the final samples resemble D_G's more than the early-stopped ones
+    "ch4.early_stop_gaussian_like": dict(cosine=[0.3, 0.6, 0.5, 0.7, 0.9]),
+    # onsets falling with N
+    "ch4.onset_grows_with_n": dict(onsets=[1400.0, 300.0, math.inf, math.inf]),
+    # components learned in no order
+    "ch4.pc_order": dict(pc_slope=0.1, pc_stderr=0.16),
+    # the minimum stays at the same step under a three times longer ramp-up
+    "ch4.minimum_moves_with_rampup": dict(ramp_minima=[175, 175]),
+}
+
+
+def test_every_claim_has_a_contradiction():
+    assert set(CONTRADICTIONS) == set(emergence.CLAIM_IDS)
+
+
+@pytest.mark.parametrize("claim_id", emergence.CLAIM_IDS)
+def test_every_claim_fails_on_contradicting_results(claim_id):
+    status = _status(_results(**CONTRADICTIONS[claim_id]))
+    assert status[claim_id] == "FAIL"
+    assert all(s in ("pass", "pass (marginal)") for k, s in status.items() if k != claim_id), status
+    # with a reason recorded before the run it is "not reproduced", never a pass
+    S = _settings({claim_id.split(".")[1]: "a reason"})
+    assert _status(_results(**CONTRADICTIONS[claim_id]), S)[claim_id] == "not reproduced"
+
+
+def test_onset_claim_needs_two_measured_onsets_and_shows_two_as_marginal():
+    # one measured onset and three censored ones: the ordering holds but rests on one number
+    assert _status(_results(onsets=[300.0, math.inf, math.inf, math.inf]))["ch4.onset_grows_with_n"] == "FAIL"
+    assert _status(_results())["ch4.onset_grows_with_n"] == "pass (marginal)"          # exactly two
+    three = _results(onset_sizes=[16, 64, 256], onsets=[300.0, 900.0, 1800.0], t_gauss=[1.0, 1.0, 1.0])
+    assert _status(three)["ch4.onset_grows_with_n"] == "pass"
+    # a censored onset below a measured one contradicts the ordering
+    assert _status(_results(onsets=[300.0, math.inf, 1500.0, math.inf]))["ch4.onset_grows_with_n"] == "FAIL"
+
+
+def test_gaussian_phase_needs_both_the_fall_and_the_rise():
+    assert _status(_results(band_rmse=[0.11, 0.105, 0.10, 0.15, 0.20]))["ch4.gaussian_phase"] == "FAIL"   # no fall
+    assert _status(_results(band_rmse=[0.40, 0.20, 0.10, 0.11, 0.11]))["ch4.gaussian_phase"] == "FAIL"    # no rise
+    assert _status(_results(band_rmse=[0.40, 0.30, 0.20, 0.15, 0.10]))["ch4.gaussian_phase"] == "FAIL"    # still falling
+
+
+def test_onset_margin():
+    inf = math.inf
+    assert emergence.onset_margin([16, 64, 256], [300, 1200, inf], 2000) == pytest.approx(2000 / 1200 - 1)
+    assert emergence.onset_margin([64, 16], [1200, 300], 2000) == pytest.approx(3.0)       # sorted by size
+    assert emergence.onset_margin([16, 64], [inf, 300], 2000) < 0
+    assert math.isnan(emergence.onset_margin([16, 64], [inf, inf], 2000))
+
+
+def test_show_checkpoints():
+    assert emergence.show_checkpoints(21, 6, keep=(7,)) == [0, 1, 2, 5, 7, 10, 20]
+    assert emergence.show_checkpoints(3, 6) == [0, 1, 2]
+    with pytest.raises(ValueError, match="keep"):
+        emergence.show_checkpoints(3, 2, keep=(5,))
+
+
+def test_shrinkage_trajectory_derives_enough_noise_draws_from_d():
+    """Few held-out images and n_noise * n < d: the fit still runs (draws derived from d)."""
+    x_train = data.load("digits", n=32, seed=0)
+    G = GaussianDenoiser.fit(x_train)
+    x_held = data.load("digits", n=3, seed=0, split="heldout")             # 3 * 4 = 12 < d = 64
+    S = emergence.shrinkage_trajectory({1: G}, [1], G, x_held, 0.47, n_noise=4)
+    assert S.shape == (1, 64) and np.isfinite(S).all()
+
+
+def test_every_number_quoted_in_prose_is_glued():
+    from test_ch2_memorization import unglued_references
+    assert unglued_references("04_emergence") == []

@@ -46,6 +46,16 @@ def _noisy_batches(x_clean, sigma, n_noise, seed, batch_size):
         yield x + sigma * eps
 
 
+def noise_draws(n_images: int, d: int, at_least: int = 1) -> int:
+    """Noise draws per clean image for :func:`fit_affine`: ``at_least``, raised where needed so that
+    the fit has more noisy inputs than dimensions (``n_images * n_noise > d``): derived from d, so a
+    profile with few held-out images and large images still gets a determined fit."""
+    positive_int(n_images, "n_images")
+    positive_int(d, "d")
+    positive_int(at_least, "at_least")
+    return max(int(at_least), d // n_images + 1)
+
+
 def fit_affine(denoiser, x_clean: torch.Tensor, sigma: float, n_noise: int = 16, seed: int = 0,
                batch_size: int = 512, ridge: float = 0.0) -> AffineDenoiser:
     """Closed-form least-squares affine fit of ``denoiser`` at noise level ``sigma``.
