@@ -125,6 +125,14 @@ def grid_index(grid, sigma: float) -> int:
     return min(range(len(g)), key=lambda i: abs(math.log(g[i] / s)))
 
 
+def every(n: int, k: int) -> list[int]:
+    """Indices 0, k, 2k, ... of a grid of ``n`` levels, always with the last one."""
+    positive_int(n, "n")
+    positive_int(k, "k")
+    idx = list(range(0, n, k))
+    return idx if idx[-1] == n - 1 else idx + [n - 1]
+
+
 def unit_images(vectors: torch.Tensor, shape) -> torch.Tensor:
     """Vectors (k, d) as images (k, *shape) for display, each divided by its largest absolute entry
     (so 0 shows mid-grey and the extremes -1 / +1), float32 on the CPU."""
@@ -155,6 +163,8 @@ class Settings(ChapterSettings):
     lin_steps: int = 40           # EDM grid of the linearity curves
     n_rmse: int = 297             # held-out images of the RMSE / identity curves
     n_jac: int = 8                # trajectories along which Jacobians are taken
+    jac_chunk: int | None = None  # vector-Jacobian products run at once (memory; None: all d)
+    jac_every: int = 1            # Jacobians at every jac_every-th level of the sampler's grid (and the last)
     jac_k: int = 8                # leading singular vectors compared with the principal components
     n_vec: int = 3                # singular vectors shown as images
     n_align_fig: int = 16         # size of the alignment matrices shown
@@ -168,8 +178,8 @@ class Settings(ChapterSettings):
                                      ema_halflife_steps=2.0),
                       unet_dae=_unet(model_channels=4, channel_mult=[1, 2], steps=10, batch_size=8,
                                      lr_rampup_steps=2, ema_halflife_steps=2.0),
-                      unet_dae_sigmas=[21.1087, 0.1166], n_pairs=4, lin_steps=10, n_rmse=16, n_jac=2,
-                      jac_k=4, n_vec=2, n_align_fig=8, n_show=4),
+                      unet_dae_sigmas=[21.1087, 0.1166], n_pairs=4, lin_steps=10, n_rmse=16, n_jac=1,
+                      jac_every=3, jac_k=4, n_vec=2, n_align_fig=8, n_show=4),
         "cpu": {},
         # MNIST 32x32 (d = 1,024): wider networks, longer runs (estimated on a T4: ~10 ms per conv-DAE
         # step, ~40 ms per U-Net step at batch 128)
@@ -177,13 +187,13 @@ class Settings(ChapterSettings):
                                      lr_rampup_steps=200, ema_halflife_steps=100.0),
                       unet_dae=_unet(model_channels=32, steps=3000, batch_size=128, lr=1e-3, lr_rampup_steps=200,
                                      ema_halflife_steps=100.0),
-                      n_rmse=500, n_jac=4, jac_k=32, n_align_fig=32),
+                      n_rmse=500, n_jac=4, jac_chunk=128, jac_k=32, n_align_fig=32),
         # CIFAR-10 (d = 3,072): the profile's U-Net as the U-Net DAE
         "gpu": dict(conv_dae=_conv(model_channels=64, channel_mult=[1, 2, 2], steps=20000, batch_size=256, lr=1e-3,
                                    lr_rampup_steps=1000, ema_halflife_steps=500.0),
                     unet_dae=_unet(model_channels=128, channel_mult=[2, 2, 2], num_blocks=2, steps=20000,
                                    batch_size=256, lr=1e-3, lr_rampup_steps=1000, ema_halflife_steps=500.0),
-                    n_rmse=1000, n_jac=2, jac_k=100, n_align_fig=50, n_show=6),
+                    n_rmse=1000, n_jac=2, jac_chunk=32, jac_k=100, n_align_fig=50, n_show=6),
     }
 
     def validate(self) -> None:
@@ -199,8 +209,8 @@ class Settings(ChapterSettings):
             raise ValueError(f"ve: training-spec overrides other than precond, n and dataset; got {sorted(self.ve)}")
         on_grid(self.unet_dae_sigmas, grid_levels(), "unet_dae_sigmas")
         on_grid(self.perturb_sigmas, grid_levels(), "perturb_sigmas")
-        if self.n_jac < 1 or self.jac_k < 1 or self.n_vec < 1:
-            raise ValueError("n_jac, jac_k and n_vec must be >= 1")
+        if min(self.n_jac, self.jac_k, self.n_vec, self.jac_every) < 1:
+            raise ValueError("n_jac, jac_k, n_vec and jac_every must be >= 1")
         if not self.perturb_scale > 0:
             raise ValueError(f"perturb_scale must be > 0, got {self.perturb_scale}")
 
@@ -300,21 +310,22 @@ class JacobianProfile:
 
 
 def jacobian_profile(denoiser, states, sigmas, D_G: GaussianDenoiser, k: int, n_vec: int = 3,
-                     n_matrix: int = 16) -> JacobianProfile:
+                     n_matrix: int = 16, chunk_size: int | None = None) -> JacobianProfile:
     """Jacobians ``utils.metrics.jacobian(denoiser, x_i, sigma_i)`` at the states ``states[i]`` (a batch
     of inputs at noise level ``sigmas[i]``, e.g. ``edm.sample(..., return_trajectory="states")``),
     compared with the Wiener matrix W_G(sigma_i) of ``D_G``: top-``k`` subspace alignment
     (``metrics.singular_alignment``), relative Frobenius distance (``metrics.weight_nmse``) and
     effective rank (``metrics.effective_rank``, :data:`RANK_ENERGY`); plus the leading ``n_vec`` left
     singular vectors of every input and the ``n_matrix`` x ``n_matrix`` alignment matrix with the
-    principal components of the first input (paper Figs. 28, 29)."""
+    principal components of the first input (paper Figs. 28, 29). ``chunk_size``: see
+    ``utils.metrics.jacobian`` (memory)."""
     sig = sigma_list(sigmas)
     if len(states) != len(sig):
         raise ValueError(f"need one batch of states per sigma: {len(states)} batches, {len(sig)} sigmas")
     positive_int(k, "k")
     out = JacobianProfile(sigmas=sig, align=[], wg_distance=[], rank=[], rank_wg=[])
     for x, s in zip(states, sig):
-        J = metrics.jacobian(denoiser, x, s)                   # (B, d, d) float64
+        J = metrics.jacobian(denoiser, x, s, chunk_size)       # (B, d, d) float64
         W = D_G.weight(s)
         out.align.append(float(np.mean([metrics.singular_alignment(j, W, k)["subspace"] for j in J])))
         out.wg_distance.append(float(np.median([metrics.weight_nmse(j, W) for j in J])))
