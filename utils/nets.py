@@ -23,6 +23,21 @@ def _groups(ch: int) -> int:
     return 1
 
 
+def _checked_structure(img_resolution, img_channels, model_channels, channel_mult, num_blocks) -> tuple:
+    """The structure arguments of a network checked (positive ints; ``img_resolution`` divisible by
+    2^(levels - 1)); returns ``channel_mult`` as a tuple."""
+    for name, v in (("img_resolution", img_resolution), ("img_channels", img_channels),
+                    ("model_channels", model_channels), ("num_blocks", num_blocks)):
+        positive_int(v, name)
+    channel_mult = tuple(channel_mult)
+    if not channel_mult or any(not isinstance(m, int) or m <= 0 for m in channel_mult):
+        raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult}")
+    if img_resolution % (2 ** (len(channel_mult) - 1)):
+        raise ValueError(f"img_resolution = {img_resolution} must be divisible by "
+                         f"2^(len(channel_mult)-1) = {2 ** (len(channel_mult) - 1)}")
+    return channel_mult
+
+
 class PositionalEmbedding(nn.Module):
     """Sinusoidal embedding of a scalar noise label (the c_noise of EDM)."""
 
@@ -68,15 +83,7 @@ class UNet(nn.Module):
     def __init__(self, img_resolution: int, img_channels: int, model_channels: int = 32,
                  channel_mult=(1, 2, 2), num_blocks: int = 1, dropout: float = 0.0):
         super().__init__()
-        for name, v in (("img_resolution", img_resolution), ("img_channels", img_channels),
-                        ("model_channels", model_channels), ("num_blocks", num_blocks)):
-            positive_int(v, name)
-        channel_mult = tuple(channel_mult)
-        if not channel_mult or any(not isinstance(m, int) or m <= 0 for m in channel_mult):
-            raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult}")
-        if img_resolution % (2 ** (len(channel_mult) - 1)):
-            raise ValueError(f"img_resolution = {img_resolution} must be divisible by "
-                             f"2^(len(channel_mult)-1) = {2 ** (len(channel_mult) - 1)}")
+        channel_mult = _checked_structure(img_resolution, img_channels, model_channels, channel_mult, num_blocks)
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.img_resolution, self.img_channels = img_resolution, img_channels
@@ -149,15 +156,7 @@ class ConvDAE(nn.Module):
     def __init__(self, img_resolution: int, img_channels: int, model_channels: int = 16,
                  channel_mult=(1, 2), num_blocks: int = 1, dropout: float = 0.0):
         super().__init__()
-        for name, v in (("img_resolution", img_resolution), ("img_channels", img_channels),
-                        ("model_channels", model_channels), ("num_blocks", num_blocks)):
-            positive_int(v, name)
-        channel_mult = tuple(channel_mult)
-        if not channel_mult or any(not isinstance(m, int) or m <= 0 for m in channel_mult):
-            raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult}")
-        if img_resolution % (2 ** (len(channel_mult) - 1)):
-            raise ValueError(f"img_resolution = {img_resolution} must be divisible by "
-                             f"2^(len(channel_mult)-1) = {2 ** (len(channel_mult) - 1)}")
+        channel_mult = _checked_structure(img_resolution, img_channels, model_channels, channel_mult, num_blocks)
         if dropout != 0.0:
             raise ValueError(f"ConvDAE has no dropout; got dropout = {dropout}")
         self.img_resolution, self.img_channels = img_resolution, img_channels
