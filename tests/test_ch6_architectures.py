@@ -282,3 +282,11 @@ def test_convdae_shapes_training_and_errors():
     tr = train._Trainer(train.normalize_spec(spec), data.load("digits", n=64), "cpu")
     losses = [tr.one_step() for _ in range(5)]
     assert all(torch.isfinite(torch.tensor(losses))) and isinstance(D.net, nets.ConvDAE)
+
+
+def test_expected_to_fail_names_claims_of_this_chapter():
+    short = {c.split(".", 1)[1] for c in arch.CLAIM_IDS}
+    for name in profiles.NAMES:
+        reasons = arch.Settings.for_profile(name).expected_to_fail
+        assert set(reasons) <= short, (name, set(reasons) - short)
+        assert all(r.strip() for r in reasons.values())

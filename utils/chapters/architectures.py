@@ -86,6 +86,13 @@ _NET_KEYS = ("arch", "model_channels", "channel_mult", "num_blocks", "steps", "b
 
 # --------------------------------------------------------------------------- settings
 
+# The reason the cpu profile records for the high-noise Jacobian claims (written before the final run).
+_HIGH_SIGMA_JACOBIAN = ("at sigma >= 10 the linear part of the ideal denoiser, W_G ~ Sigma / sigma^2, is of order 1e-4 "
+                        "on 8x8 digits: the DSM loss sees an error d in a network's Jacobian only as an output error "
+                        "of about d * sigma, about 1e5 noisy pairs per level do not resolve it, and EDM's "
+                        "parameterization adds c_skip I ~ 4e-5 I that the network does not cancel")
+
+
 def _conv(**kw):
     d = dict(arch="convdae", model_channels=16, channel_mult=[1, 2], num_blocks=1, steps=1200, batch_size=64,
              lr=2e-3, lr_rampup_steps=100, ema_halflife_steps=50.0)
@@ -180,7 +187,19 @@ class Settings(ChapterSettings):
                                      lr_rampup_steps=2, ema_halflife_steps=2.0),
                       unet_dae_sigmas=[21.1087, 0.1166], n_pairs=4, lin_steps=10, n_rmse=16, n_jac=1,
                       jac_every=3, jac_k=4, n_vec=2, n_align_fig=8, n_show=4),
-        "cpu": {},
+        # Claims the cpu build measured not to hold, with the reason (the chapter's §6.5 shows the measurements);
+        # each is still evaluated, and reported as passing if it holds.
+        "cpu": dict(expected_to_fail=dict(
+            jacobian_aligns_with_pcs=_HIGH_SIGMA_JACOBIAN + "; on 8x8 digits the overlap peaks near the low end of "
+                                     "the high-noise range and falls above it",
+            dae_jacobian_aligns_with_pcs=_HIGH_SIGMA_JACOBIAN + " (for a DAE without preconditioning the input itself "
+                                         "has standard deviation sigma)",
+            jacobian_close_to_wiener=_HIGH_SIGMA_JACOBIAN + "; even DAE-Linear, the exact least-squares map on the "
+                                     "conv DAEs' number of noisy pairs, is further than 0.2 from W_G there",
+            effective_rank_grows="at sigma >= 10 the networks' Jacobians carry an almost isotropic error part (EDM's "
+                                 "uncancelled c_skip I and the estimation noise of a linear part of order 1e-4) that "
+                                 "counts towards 99 % of the energy, so the effective rank rises again at the highest "
+                                 "sigma; it grows as sigma falls from the intermediate regime down, as W_G's does")),
         # MNIST 32x32 (d = 1,024): wider networks, longer runs (estimated on a T4: ~10 ms per conv-DAE
         # step, ~40 ms per U-Net step at batch 128)
         "colab": dict(conv_dae=_conv(model_channels=32, channel_mult=[1, 2, 2], steps=4000, batch_size=128, lr=1e-3,
@@ -446,7 +465,9 @@ def claims(results: Results, settings: Settings) -> list[Claim]:
         paper="~0.98 (EDM-VE) vs ~0.65 (Baseline-VE) at sigma = 80: gap ~0.33",
         ours=f"{R.ls_edm:.3f} vs {R.ls_ve:.3f} at sigma = {R.sigma_max:.3g}: gap {gap:.3f}",
         passed=t.passed, margin=t.margin, expected_to_fail=exp("ch6.baseline_ve_less_linear")))
-    t = compare(R.ls_edm, ">=", EDM_LS_MIN)
+    # decided on the shortfall from perfect linearity, 1 - score <= 1 - EDM_LS_MIN (the same statement, with a
+    # margin measured on the scale of the shortfall rather than of the score)
+    t = compare(1.0 - R.ls_edm, "<=", 1.0 - EDM_LS_MIN)
     out.append(Claim(
         id="ch6.edm_linear_at_high_sigma", kind="paper", figures=(11,),
         claim=f"the EDM-preconditioned network stays linear at the largest sigma (score >= {EDM_LS_MIN:g})",
