@@ -290,3 +290,16 @@ def test_expected_to_fail_names_claims_of_this_chapter():
         reasons = arch.Settings.for_profile(name).expected_to_fail
         assert set(reasons) <= short, (name, set(reasons) - short)
         assert all(r.strip() for r in reasons.values())
+
+
+def test_jacobian_of_a_colour_network_in_chunks():
+    torch.manual_seed(1)
+    D = edm.Precond(nets.ConvDAE(8, 3, 4, (1, 2)), "dae").eval()
+    with torch.no_grad():
+        D.net.conv_out.weight.normal_(0, 0.1)
+    x = torch.randn(2, 3, 8, 8)
+    J = metrics.jacobian(D, x, 0.5, chunk_size=50)
+    assert J.shape == (2, 192, 192)
+    ref = torch.autograd.functional.jacobian(lambda v: D(v.reshape(1, 3, 8, 8), 0.5).reshape(-1),
+                                             x[1].reshape(-1).double())
+    assert torch.allclose(J[1], ref, rtol=1e-4, atol=1e-6)
