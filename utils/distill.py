@@ -336,7 +336,7 @@ class AffineDSMRun:
     b: torch.Tensor | None = None                      # final bias of D(x) = W x + b (float64, d)
 
 
-OPTIMIZERS = ("gd", "adam")
+OPTIMIZERS = ("gd", "adam", "lstsq")
 SCHEDULES = ("constant", "cosine")
 
 
@@ -346,6 +346,11 @@ def train_affine_dsm(x_train: torch.Tensor, sigma: float, steps: int, optimizer:
                      dtype: torch.dtype = torch.float64) -> AffineDSMRun:
     """Train D(x) = W x + b on the DSM loss E_x E_eps ||D(x + s eps) - x||^2 (paper eq. 3) from
     W = 0, b = 0 (Theorem 1: the minimizer is the Wiener filter W_G = Sigma (Sigma + s^2 I)^-1).
+    ``optimizer``: ``"gd"`` (gradient descent), ``"adam"``, or ``"lstsq"`` (minibatches only): the
+    exact minimizer of the loss over every noisy pair drawn so far, ``steps * batch_size`` pairs
+    (x_i, x_i + s eps), by least squares -- what SGD on those pairs converges to with perfect
+    iterate averaging, free of learning-rate and noise-floor effects (an affine DAE "trained to
+    convergence" on a finite sample, paper App. G.2's DAE-Linear).
 
     * ``batch_size=None``: the exact loss, averaged over every training image and over the noise in
       closed form, so its gradient is 2 (W (C + s^2 I) + b m^T - K), 2 (W m + b - mean(x)) with the
@@ -366,6 +371,9 @@ def train_affine_dsm(x_train: torch.Tensor, sigma: float, steps: int, optimizer:
     positive_int(steps, "steps")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if optimizer == "lstsq" and batch_size is None:
+        raise ValueError("optimizer='lstsq' minimizes the loss over sampled pairs: give batch_size (the exact "
+                         "loss's minimizer is W_G itself, GaussianDenoiser.weight)")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if batch_size is not None:
@@ -379,7 +387,9 @@ def train_affine_dsm(x_train: torch.Tensor, sigma: float, steps: int, optimizer:
     if W_ref is None:
         W_ref = GaussianDenoiser.fit(x_train).weight(s)
     W_ref = W_ref.to(dev, torch.float64)
-    if lr is None:
+    if optimizer == "lstsq":
+        lr = lr if lr is not None else float("nan")          # no learning rate: recorded as NaN
+    elif lr is None:
         if optimizer == "adam":
             lr = 1e-2
         elif not center:       # the bias couples in: the Hessian is the augmented second moment
@@ -388,7 +398,7 @@ def train_affine_dsm(x_train: torch.Tensor, sigma: float, steps: int, optimizer:
         else:
             zc = (X - mu).to(torch.float64)
             lr = optimal_gd_lr(torch.linalg.eigvalsh(zc.T @ zc / n), s)
-    if not lr > 0:
+    if optimizer != "lstsq" and not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
 
     eye = torch.eye(d, dtype=dtype, device=dev)
@@ -407,6 +417,17 @@ def train_affine_dsm(x_train: torch.Tensor, sigma: float, steps: int, optimizer:
         run.steps.append(t)
         run.weight_errors.append(float((W.to(torch.float64) - W_ref).norm() / ref_norm))
 
+    if optimizer == "lstsq":               # running sums of the pairs (y = z + s eps, x): normal equations
+        acc = dict(n=0, y=torch.zeros(d, dtype=dtype, device=dev), x=torch.zeros(d, dtype=dtype, device=dev),
+                   yy=torch.zeros(d, d, dtype=dtype, device=dev), xy=torch.zeros(d, d, dtype=dtype, device=dev))
+
+        def solve():
+            n_ = acc["n"]
+            m_y, m_x = acc["y"] / n_, acc["x"] / n_
+            c_yy = acc["yy"] / n_ - torch.outer(m_y, m_y)
+            c_xy = acc["xy"] / n_ - torch.outer(m_x, m_y)
+            W_ = torch.linalg.lstsq(c_yy, c_xy.T).solution.T          # C_yy symmetric: W C_yy = C_xy
+            return W_, m_x - W_ @ m_y
     if optimizer == "adam":
         adam_m = [torch.zeros_like(W), torch.zeros_like(b)]
         adam_v = [torch.zeros_like(W), torch.zeros_like(b)]
@@ -420,6 +441,18 @@ def train_affine_dsm(x_train: torch.Tensor, sigma: float, steps: int, optimizer:
         else:
             idx = torch.randint(0, n, (batch_size,), generator=g, device=dev)
             y = Z[idx] + s * torch.randn(batch_size, d, generator=g, device=dev, dtype=dtype)
+            if optimizer == "lstsq":
+                xb = X[idx]
+                acc["n"] += batch_size
+                acc["y"] += y.sum(0)
+                acc["x"] += xb.sum(0)
+                acc["yy"] += y.T @ y
+                acc["xy"] += xb.T @ y
+                if t in wanted or t == steps:
+                    W, b = solve()
+                    if t in wanted:
+                        record(t)
+                continue
             r = y @ W.T + b - X[idx]
             gW = 2 * r.T @ y / batch_size
             gb = 2 * r.mean(0)

@@ -224,7 +224,7 @@ def initial_noise(n: int, shape, seed: int = 0, sigma_max: float = SIGMA_MAX, de
 SOLVERS = ("euler", "heun")
 
 
-def sample(denoiser, x_T: torch.Tensor, sigmas, solver: str = "euler", return_trajectory: bool = False):
+def sample(denoiser, x_T: torch.Tensor, sigmas, solver: str = "euler", return_trajectory: bool | str = False):
     """Integrate the probability-flow ODE dx/ds = (x - D(x; s))/s from ``x_T`` down to s = 0.
 
     ``x_T`` is already at noise level ``sigmas[0]`` (e.g. :func:`initial_noise`). ``sigmas`` is
@@ -236,12 +236,18 @@ def sample(denoiser, x_T: torch.Tensor, sigmas, solver: str = "euler", return_tr
       step to 0). NFE = 2 len(sigmas) - 1.
 
     Returns the final sample in x_T's dtype, and with ``return_trajectory`` also the list of
-    denoiser outputs D(x_i; s_i), one per step (what the paper's trajectory figures show). A
-    denoiser output that is not finite raises a ``ValueError`` naming the denoiser and sigma.
+    denoiser outputs D(x_i; s_i), one per step (what the paper's trajectory figures show); with
+    ``return_trajectory="states"`` the list of the states x_i themselves, at noise level s_i, one per
+    step (x_0 = x_T; where a Jacobian or a perturbation along the trajectory is taken, paper App. H).
+    A denoiser output that is not finite raises a ``ValueError`` naming the denoiser and sigma.
     """
     as_images(x_T, "x_T")
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if return_trajectory not in (False, True, "states"):
+        raise ValueError(f"return_trajectory must be False, True (denoiser outputs) or 'states', "
+                         f"got {return_trajectory!r}")
+    keep_states = return_trajectory == "states"
     try:
         s = torch.tensor(sigma_list(sigmas), dtype=torch.float64)
     except ValueError as e:
@@ -261,7 +267,7 @@ def sample(denoiser, x_T: torch.Tensor, sigmas, solver: str = "euler", return_tr
         for i in range(len(s) - 1):
             s_cur, s_next = s[i], s[i + 1]
             den = D(x, s_cur)
-            trajectory.append(den.to(dtype))
+            trajectory.append((x if keep_states else den).to(dtype))
             d_cur = (x - den) / s_cur
             x_next = x + (s_next - s_cur) * d_cur
             if solver == "heun" and s_next > 0:
@@ -269,11 +275,11 @@ def sample(denoiser, x_T: torch.Tensor, sigmas, solver: str = "euler", return_tr
                 x_next = x + (s_next - s_cur) * 0.5 * (d_cur + d_next)
             x = x_next
     out = x.to(dtype)
-    return (out, trajectory) if return_trajectory else out
+    return (out, trajectory) if return_trajectory is not False else out
 
 
 def sample_many(denoisers: dict, x_T: torch.Tensor, sigmas, solver: str = "euler",
-                return_trajectory: bool = False) -> dict:
+                return_trajectory: bool | str = False) -> dict:
     """``{label: D}`` -> ``{label: samples}`` (on the CPU), every denoiser started from the same
     ``x_T``; with ``return_trajectory`` each value is ``(samples, trajectory)`` as in :func:`sample`."""
     if not isinstance(denoisers, dict) or not denoisers:
@@ -281,5 +287,5 @@ def sample_many(denoisers: dict, x_T: torch.Tensor, sigmas, solver: str = "euler
     out = {}
     for label, D in denoisers.items():
         res = sample(D, x_T, sigmas, solver=solver, return_trajectory=return_trajectory)
-        out[label] = (res[0].cpu(), [t.cpu() for t in res[1]]) if return_trajectory else res.cpu()
+        out[label] = (res[0].cpu(), [t.cpu() for t in res[1]]) if return_trajectory is not False else res.cpu()
     return out

@@ -14,6 +14,8 @@ samples                        :func:`sample_stats` (GL score eq. 14, nearest-ne
                                :func:`sample_similarity`, :func:`nearest_distances`
 weights                        :func:`weight_nmse`, :func:`singular_vector_alignment`,
                                :func:`singular_alignment`
+Jacobians                      :func:`jacobian` (dD/dx by autograd, paper App. H),
+                               :func:`effective_rank` (singular values to a share of the energy)
 statistics                     :func:`paired_difference`, :func:`loglog_fit`, :func:`rank_correlation`,
                                :func:`trend` (a stated trend over a whole ladder, :data:`TREND_MIN`)
 =============================  ==================================================================
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .checks import as_images, flat64, positive_int, progress_bar, sigma_list
+from .checks import as_images, as_sigma, flat64, positive_int, progress_bar, sigma_list
 from .data import NoisyInputs
 from .denoisers import apply
 
@@ -304,6 +306,67 @@ def singular_alignment(W: torch.Tensor, W_ref: torch.Tensor, k: int) -> dict:
     """
     A = singular_vector_alignment(W, W_ref, k)
     return dict(matrix=A, diagonal=float(A.diagonal().mean()), subspace=float(A.pow(2).sum() / k))
+
+
+# --------------------------------------------------------------------------- Jacobians
+
+def jacobian(denoiser, x: torch.Tensor, sigma, chunk_size: int | None = None) -> torch.Tensor:
+    """The Jacobian dD(x; sigma)/dx of a denoiser at each input, by reverse-mode autograd
+    (``torch.func.jacrev``; paper App. H): float64 (B, d, d) for x of shape (B, C, H, W), or (d, d) for
+    one image (C, H, W). Row i is the sensitivity of output pixel i to every input pixel (its
+    "sensitivity field"); for an affine denoiser W x + b it is W at every x.
+
+    The input is cast to float64 before the call (a network computes in its own dtype inside).
+    The whole batch is differentiated in one pass, d vector-Jacobian products in all, which assumes
+    that the denoiser treats the images of a batch independently (every denoiser of the book does:
+    the networks use GroupNorm, never batch statistics). ``chunk_size`` bounds how many of the d
+    products run at once (memory; ``None``: all). ``sigma``: a float or a (B,) tensor.
+    """
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable as D(x, sigma), got {type(denoiser).__name__}")
+    single = isinstance(x, torch.Tensor) and x.ndim == 3
+    xb = x[None] if single else x
+    as_images(xb, "x")
+    if chunk_size is not None:
+        positive_int(chunk_size, "chunk_size")
+    B, d = xb.shape[0], xb[0].numel()
+    as_sigma(sigma.detach() if isinstance(sigma, torch.Tensor) else sigma, B)      # checked: finite, > 0
+    shape = tuple(xb.shape)
+
+    def summed(v):                       # (B, d) -> (d,): sum over the batch of the outputs
+        out = denoiser(v.reshape(shape), sigma)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != shape:
+            raise ValueError(f"denoiser returned {getattr(out, 'shape', type(out).__name__)} for an input of "
+                             f"shape {shape}; a denoiser D(x, sigma) must return x's shape")
+        return out.reshape(B, d).sum(0)
+
+    with torch.inference_mode(False), torch.enable_grad():
+        v = xb.detach().to(torch.float64).reshape(B, d).clone()
+        J = torch.func.jacrev(summed, chunk_size=chunk_size)(v)        # (d_out, B, d_in)
+    J = J.detach().to(torch.float64).permute(1, 0, 2).contiguous()
+    if not bool(torch.isfinite(J).all()):
+        raise ValueError("the Jacobian holds non-finite values (nan or inf)")
+    return J[0] if single else J
+
+
+def effective_rank(M: torch.Tensor, energy: float = 0.99) -> float:
+    """The number of leading singular values of a matrix that carry a share ``energy`` of its
+    energy sum_i s_i^2 (the smallest r with s_1^2 + ... + s_r^2 >= energy * sum s_i^2): 1 for a
+    rank-one map, about ``energy * d`` for the identity. ``M``: a (d, d) matrix, or a batch (B, d, d)
+    (then the mean over the batch)."""
+    if not isinstance(M, torch.Tensor) or M.ndim not in (2, 3):
+        raise ValueError(f"M must be a matrix (d, d) or a batch of them (B, d, d), got "
+                         f"{getattr(M, 'shape', type(M).__name__)}")
+    if not 0 < energy <= 1:
+        raise ValueError(f"energy must lie in (0, 1], got {energy}")
+    s2 = torch.linalg.svdvals(M.to(torch.float64)).pow(2)
+    total = s2.sum(-1, keepdim=True)
+    if not bool((total > 0).all()):
+        raise ValueError("M is all zeros: its effective rank is undefined")
+    share = s2.cumsum(-1) / total
+    # 1e-12 absorbs the round-off of the cumulative sum at energy = 1
+    r = (share < energy - 1e-12).sum(-1).to(torch.float64) + 1
+    return float(r.mean())
 
 
 # --------------------------------------------------------------------------- statistics
