@@ -7,10 +7,11 @@ outputs checked) on the book's one convention for noisy inputs, :class:`utils.da
 =============================  ==================================================================
 denoisers                      :func:`rmse`, :func:`nmse` (one sigma); :func:`rmse_curves` (paper
                                eq. 10 against sigma); :func:`linearity_score`,
-                               :func:`linearity_curves` (eq. 11 and eq. 12)
+                               :func:`linearity_curves` (eq. 11 and eq. 12); :func:`jacobian`
+                               (a denoiser's d x d Jacobian at one input)
 samples                        :func:`sample_stats` (GL score eq. 14, nearest-neighbour ratio, one
                                search), :func:`generalization_score`, :func:`nn_ratio`,
-                               :func:`memorized_fraction`, :func:`image_rmse`,
+                               :func:`memorized_fraction`, :func:`image_rmse`, :func:`r2`,
                                :func:`sample_similarity`, :func:`nearest_distances`
 weights                        :func:`weight_nmse`, :func:`singular_vector_alignment`,
                                :func:`singular_alignment`
@@ -95,6 +96,46 @@ def rmse_curves(pairs: dict, x_clean: torch.Tensor, sigmas, seed: int = 0, per_i
                 v = (a - b).norm(dim=1) / a.norm(dim=1).clamp_min(1e-30)
             out[label][:, j] = v.numpy()
     return out if per_input else {label: v.mean(0) for label, v in out.items()}
+
+
+def jacobian(denoiser, x: torch.Tensor, sigma, chunk_size: int | None = None) -> torch.Tensor:
+    """The d x d Jacobian J[i, j] = dD(x; sigma)_i / dx_j of a denoiser at one input ``x`` ((C, H, W) or
+    (1, C, H, W)), by reverse-mode autodiff (``torch.func.jacrev``; ``chunk_size`` rows at a time to
+    bound memory), returned in float64 on the CPU. Row i is output pixel i's sensitivity field. The
+    denoiser runs in x's dtype: pass a float64 ``x`` to a closed form for a float64-exact Jacobian
+    (D_G gives its weight W_G(sigma), D_M its posterior covariance / sigma^2); a float32 network
+    gives a float32 Jacobian. Runs outside inference mode (autodiff needs the graph)."""
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable as D(x, sigma), got {type(denoiser).__name__}")
+    if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[0] != 1):
+        raise ValueError(f"x must be one image (C, H, W) or (1, C, H, W), got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    x1 = as_images(x.reshape(1, *x.shape[-3:]).detach())
+    if chunk_size is not None:
+        positive_int(chunk_size, "chunk_size")
+    shape = x1.shape
+
+    def f(v):
+        return denoiser(v.reshape(shape), sigma).reshape(-1)
+
+    with torch.inference_mode(False), torch.enable_grad():
+        J = torch.func.jacrev(f, chunk_size=chunk_size)(x1.reshape(-1).clone())
+    return J.detach().to("cpu", torch.float64)
+
+
+def r2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image coefficient of determination of ``pred`` against ``target`` (float64, CPU):
+    r^2 = 1 - ||t - p||^2 / ||t - mean(t)||^2 over the pixels of each image, mean(t) that image's pixel
+    mean (Kamb & Ganguli's pixelwise r^2 between two images from the same noise; 1 for a perfect
+    prediction, 0 for predicting t's mean grey, negative below). NaN for a constant target image."""
+    as_images(pred, "pred")
+    as_images(target, "target")
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    p, t = flat64(pred.detach().cpu()), flat64(target.detach().cpu())
+    var = (t - t.mean(1, keepdim=True)).pow(2).sum(1)
+    res = (t - p).pow(2).sum(1)
+    return torch.where(var > 0, 1 - res / var.clamp_min(1e-300), torch.full_like(var, float("nan")))
 
 
 def linearity_score(denoiser, x1: torch.Tensor, x2: torch.Tensor, sigma, alpha: float = 2 ** -0.5,
