@@ -168,11 +168,21 @@ def test_jacobian_of_the_closed_forms():
         assert torch.allclose(metrics.jacobian(M, x[None], sigma), cov / sigma ** 2, atol=1e-10)
 
 
+def test_jacobian_of_a_batch_is_one_per_input():
+    train = _images(30, (1, 3, 3))
+    M = EmpiricalDenoiser(train)
+    x = _images(3, (1, 3, 3), seed=4)
+    J = metrics.jacobian(M, x, 0.4, chunk_size=4)
+    assert J.shape == (3, 9, 9)
+    for i in range(3):
+        assert torch.allclose(J[i], metrics.jacobian(M, x[i], 0.4), atol=1e-12)
+
+
 def test_jacobian_errors_and_inference_mode():
     G = GaussianDenoiser.fit(_images(10, (1, 3, 3)))
     x = _images(2, (1, 3, 3))
     with pytest.raises(ValueError, match="one image"):
-        metrics.jacobian(G, x, 0.5)
+        metrics.jacobian(G, x.reshape(2, 9), 0.5)
     with pytest.raises(TypeError, match="callable"):
         metrics.jacobian("G", x[0], 0.5)
     with torch.inference_mode():                                   # works inside the book's inference mode too

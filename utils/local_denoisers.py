@@ -131,9 +131,10 @@ class _StreamingSoftmax:
         self.acc = torch.zeros((G, R, C), **kw)
 
     def add(self, logits: torch.Tensor, values: torch.Tensor) -> None:
+        """Fold in one chunk; ``logits`` is overwritten (it becomes the chunk's weights)."""
         new_max = torch.maximum(self.max, logits.amax(-1, keepdim=True))
         rescale = (self.max - new_max).exp()
-        w = (logits - new_max).exp()
+        w = logits.sub_(new_max).exp_()
         self.sum = self.sum * rescale + w.sum(-1, keepdim=True)
         self.acc = self.acc * rescale + w @ values
         self.max = new_max
@@ -142,9 +143,12 @@ class _StreamingSoftmax:
         return self.acc / self.sum
 
 
-def _sq_dist(q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Squared distances (G, R, m) between rows of q (G, R, K) and y (G, m, K), float64, >= 0."""
-    return (q.pow(2).sum(-1, keepdim=True) + y.pow(2).sum(-1)[:, None, :] - 2 * q @ y.transpose(1, 2)).clamp_min(0.0)
+def _logits(q: torch.Tensor, q_sq: torch.Tensor, y: torch.Tensor, inv_two_var: torch.Tensor) -> torch.Tensor:
+    """-||q_r - y_m||^2 / 2 s_r^2 (G, R, m) for rows of q (G, R, K) (``q_sq`` = their squared norms,
+    (G, R, 1)) and y (G, m, K); ``inv_two_var`` broadcasts to (G, R, 1). float64; the squared distance
+    ||q||^2 + ||y||^2 - 2 q.y is clamped at 0 (its cancellation costs ~1e-15 relative)."""
+    d = torch.baddbmm(q_sq + y.pow(2).sum(-1)[:, None, :], q, y.transpose(1, 2), alpha=-2.0)
+    return d.clamp_min_(0.0).mul_(-inv_two_var)
 
 
 def _same_location(q: torch.Tensor, train: torch.Tensor, idx: torch.Tensor, centre: torch.Tensor,
@@ -159,10 +163,11 @@ def _same_location(q: torch.Tensor, train: torch.Tensor, idx: torch.Tensor, cent
     for u0 in range(0, U, g):
         ids, cen = idx[u0:u0 + g], centre[u0:u0 + g]
         qs = q[:, ids].transpose(0, 1)                                    # (g, B, K)
+        q_sq = qs.pow(2).sum(-1, keepdim=True)
         soft = _StreamingSoftmax(len(ids), B, C, q.device)
         for n0 in range(0, N, m):
             y = train[n0:n0 + m]
-            soft.add(-_sq_dist(qs, y[:, ids].transpose(0, 1)) * inv_two_var[None, :, None],
+            soft.add(_logits(qs, q_sq, y[:, ids].transpose(0, 1), inv_two_var[None, :, None]),
                      y[:, cen].transpose(0, 1))
         out[:, u0:u0 + g] = soft.result().transpose(0, 1)
     return out
@@ -254,12 +259,13 @@ class EquivariantLocalScore(_Local):
             for b0 in range(0, B, bc):
                 nb = min(bc, B - b0)
                 qs = q[b0:b0 + nb][:, ids].reshape(1, nb * n_c, -1)          # row b * n_c + t
+                q_sq = qs.pow(2).sum(-1, keepdim=True)
                 inv_rows = inv[b0:b0 + nb].repeat_interleave(n_c)[None, :, None]
                 soft = _StreamingSoftmax(1, nb * n_c, C, q.device)
                 for n0 in range(0, self.n, m):
                     y = self.train[n0:n0 + m]
                     cand = y[:, ids].reshape(1, -1, ids.shape[1])             # (1, m * n_c, K)
-                    soft.add(-_sq_dist(qs, cand) * inv_rows, y[:, cen].reshape(1, -1, C))
+                    soft.add(_logits(qs, q_sq, cand, inv_rows), y[:, cen].reshape(1, -1, C))
                 units[b0:b0 + nb, group] = soft.result()[0].reshape(nb, n_c, C)
         return _scatter(units, self.centre, x.shape).to(x.device, x.dtype)
 

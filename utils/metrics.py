@@ -99,28 +99,34 @@ def rmse_curves(pairs: dict, x_clean: torch.Tensor, sigmas, seed: int = 0, per_i
 
 
 def jacobian(denoiser, x: torch.Tensor, sigma, chunk_size: int | None = None) -> torch.Tensor:
-    """The d x d Jacobian J[i, j] = dD(x; sigma)_i / dx_j of a denoiser at one input ``x`` ((C, H, W) or
-    (1, C, H, W)), by reverse-mode autodiff (``torch.func.jacrev``; ``chunk_size`` rows at a time to
-    bound memory), returned in float64 on the CPU. Row i is output pixel i's sensitivity field. The
-    denoiser runs in x's dtype: pass a float64 ``x`` to a closed form for a float64-exact Jacobian
-    (D_G gives its weight W_G(sigma), D_M its posterior covariance / sigma^2); a float32 network
-    gives a float32 Jacobian. Runs outside inference mode (autodiff needs the graph)."""
+    """The Jacobian J[i, j] = dD(x; sigma)_i / dx_j of a denoiser, by reverse-mode autodiff
+    (``torch.func.jacrev``; ``chunk_size`` output pixels at a time to bound memory), in float64 on the CPU.
+
+    ``x`` is one image (C, H, W) -> J (d, d), or a batch (B, C, H, W) -> (B, d, d), one Jacobian per
+    input, all from one pass over the d output pixels: the batch's outputs are summed before
+    differentiating, which is exact because a denoiser treats its inputs independently (every denoiser of
+    the book does; a network with batch statistics would not). Row i is output pixel i's sensitivity
+    field. The denoiser runs in x's dtype: pass float64 inputs to a closed form for float64-exact
+    Jacobians (D_G gives its weight W_G(sigma), D_M its posterior covariance / sigma^2); a float32 network
+    gives float32 precision. Runs outside inference mode (autodiff needs the graph)."""
     if not callable(denoiser):
         raise TypeError(f"denoiser must be callable as D(x, sigma), got {type(denoiser).__name__}")
-    if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[0] != 1):
-        raise ValueError(f"x must be one image (C, H, W) or (1, C, H, W), got "
+    if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
+        raise ValueError(f"x must be one image (C, H, W) or a batch (B, C, H, W), got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    x1 = as_images(x.reshape(1, *x.shape[-3:]).detach())
+    single = x.ndim == 3
+    xb = as_images((x[None] if single else x).detach())
     if chunk_size is not None:
         positive_int(chunk_size, "chunk_size")
-    shape = x1.shape
+    shape, b = xb.shape, xb.shape[0]
 
     def f(v):
-        return denoiser(v.reshape(shape), sigma).reshape(-1)
+        return denoiser(v.reshape(shape), sigma).reshape(b, -1).sum(0)
 
     with torch.inference_mode(False), torch.enable_grad():
-        J = torch.func.jacrev(f, chunk_size=chunk_size)(x1.reshape(-1).clone())
-    return J.detach().to("cpu", torch.float64)
+        J = torch.func.jacrev(f, chunk_size=chunk_size)(xb.reshape(b, -1).clone())    # (d, B, d)
+    J = J.detach().to("cpu", torch.float64).transpose(0, 1)
+    return J[0] if single else J
 
 
 def r2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
