@@ -35,10 +35,15 @@ def test_effective_radius_and_row_correlation():
     r = L.effective_radius(J, shape)
     assert r[c] == pytest.approx(1.0) and torch.isnan(r[0])
     assert L.pixel_distances((2, 2, 2))[0, 4] == 0.0             # two channels of one pixel: 0 apart
-    A = torch.randn(3, 25, 25, dtype=torch.float64)
+    A = torch.randn(3, 25, 25, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(L.row_correlation(A, 2 * A + 1), torch.ones(3, 25, dtype=torch.float64))
     assert torch.allclose(L.row_correlation(A, -A), -torch.ones(3, 25, dtype=torch.float64))
-    assert torch.isnan(L.row_correlation(torch.ones(2, 4), A[0, :2, :4])).all()
+    assert torch.isnan(L.row_correlation(torch.ones(4, 4), A[0, :4, :4])).all()
+    # the pixel's own entry is left out: a shared peak at p does not make two fields alike
+    B = torch.randn(25, 25, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    peak = 100 * torch.eye(25, dtype=torch.float64)
+    assert torch.allclose(L.row_correlation(A[0] + peak, B + peak), L.row_correlation(A[0], B))
+    assert (L.row_correlation(A[0] + peak, B + peak, skip_self=False) > 0.9).all()
     with pytest.raises(ValueError, match="one shape"):
         L.row_correlation(A, A[0])
     assert L.centre_pixel((1, 8, 8)) == 36 and L.centre_pixel((3, 5, 4)) == 10
@@ -140,17 +145,22 @@ def _consistent() -> L.Results:
         limit_errors={"D_G": 1e-15, "D_M": 0.0})
 
 
+def _plain():
+    """The cpu settings without their recorded expectations (a contradicted claim must then FAIL)."""
+    return L.settings(profiles.resolve("cpu")).replace(expected_to_fail={})
+
+
 def _status(results, S=None):
-    S = S or L.settings(profiles.resolve("cpu"))
-    return {c.id: c.status for c in L.claims(results, S)}
+    return {c.id: c.status for c in L.claims(results, S or _plain())}
 
 
 def test_claims_ids_kinds_and_all_pass_on_consistent_results():
-    S = L.settings(profiles.resolve("cpu"))
-    cl = L.claims(_consistent(), S)
+    cl = L.claims(_consistent(), L.settings(profiles.resolve("cpu")))
     assert tuple(c.id for c in cl) == L.CLAIM_IDS
     assert all(isinstance(c, Claim) for c in cl)
     assert all(c.status == "pass" for c in cl), [(c.id, c.status, c.ours) for c in cl]
+    # the expectation recorded at cpu names a claim of this chapter
+    assert set(L.settings(profiles.resolve("cpu")).expected_to_fail) <= {i.split(".", 1)[1] for i in L.CLAIM_IDS}
     for c in cl:
         if c.kind == "paper":
             assert c.source != "li2024understanding" and c.where
@@ -188,7 +198,7 @@ def test_every_claim_has_a_contradiction():
 def test_each_claim_fails_on_contradicting_results(cid):
     status = _status(CONTRADICTIONS[cid](_consistent()))
     assert status[cid] == "FAIL", status
-    S = L.settings(profiles.resolve("cpu")).replace(expected_to_fail={cid.split(".", 1)[1]: "a recorded reason"})
+    S = _plain().replace(expected_to_fail={cid.split(".", 1)[1]: "a recorded reason"})
     assert _status(CONTRADICTIONS[cid](_consistent()), S)[cid] == "not reproduced"
 
 

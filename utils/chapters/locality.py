@@ -47,9 +47,10 @@ KG_ELS_UNET_20STEP = 0.84
 
 # --------------------------------------------------------------------------- analysis choices
 # "The network's sensitivity field matches W_G's": the median (over pixels and inputs) Pearson correlation
-# between a network's Jacobian row and the same row of W_G, averaged over the field grid's levels in the
-# intermediate regime, reaches FIELD_CORR_MIN -- a correlation of 0.7 means one map explains about half of
-# the other's variance (r^2 ~ 0.5); two unrelated maps of d = 64 pixels correlate by ~ +-0.12.
+# between a network's Jacobian row and the same row of W_G, the pixel's own entry left out (every field
+# peaks there), averaged over the field grid's levels in the intermediate regime, reaches FIELD_CORR_MIN --
+# a correlation of 0.7 means one map explains about half of the other's variance (r^2 ~ 0.5); two
+# unrelated maps of the 63 other pixels of an 8 x 8 image correlate by ~ +-0.13.
 FIELD_CORR_MIN = 0.7
 # The anchor's r^2 is reproduced when ours reaches it up to R2_TOLERANCE: Kamb & Ganguli's own number
 # moves by 0.05 with the sampler alone (0.89 -> 0.84, their Tables 1 and 2), and our sampler (10-step
@@ -90,7 +91,11 @@ class Settings(ChapterSettings):
 
     PROFILES = {
         "smoke": dict(n_calib=4, n_eval=6, n_samples=6, n_field=2, field_steps=6, patch_sizes=[3, 5], n_show=4),
-        "cpu": {},
+        # Written before the first cpu run (the chapter's brief, issue 26): Kamb & Ganguli's number is for MNIST.
+        "cpu": dict(expected_to_fail=dict(
+            els_r2_anchor="8x8 digits, not MNIST at 28x28: windows of 3, 5 and 7 pixels leave an interior of 36, "
+                          "16 and 4 of the 64 positions, so the ELS machine is nearly LS and draws from few patches; "
+                          "the anchor's setting is the colab profile's")),
         # MNIST 32 x 32 (Kamb & Ganguli's setting): windows up to 11 x 11, the range of their calibrated scales.
         "colab": dict(n_calib=64, n_eval=128, n_samples=100, n_field=4, field_steps=12,
                       patch_sizes=[3, 5, 7, 9, 11], thresholds=[0.02, 0.05, 0.1, 0.2]),
@@ -166,13 +171,21 @@ def effective_radius(J: torch.Tensor, shape) -> torch.Tensor:
                        torch.full_like(tot, float("nan")))
 
 
-def row_correlation(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation between matching rows of two maps (..., d, d) -> (..., d): how alike two
-    sensitivity fields of the same pixel are, whatever their scale. NaN where a row is constant."""
+def row_correlation(A: torch.Tensor, B: torch.Tensor, skip_self: bool = True) -> torch.Tensor:
+    """Pearson correlation between matching rows of two square maps (..., d, d) -> (..., d): how alike two
+    sensitivity fields of the same pixel are, whatever their scale. With ``skip_self`` (the default) the
+    pixel's own entry (p, p) is left out: every denoiser's field peaks at the pixel itself (the identity-
+    like part of an EDM denoiser), which would make any two fields look alike; what is compared is where
+    *else* the pixel looks. NaN where a row is constant."""
     A = torch.as_tensor(A, dtype=torch.float64)
     B = torch.as_tensor(B, dtype=torch.float64)
-    if A.shape != B.shape:
-        raise ValueError(f"the two maps must have one shape, got {tuple(A.shape)} and {tuple(B.shape)}")
+    if A.shape != B.shape or A.ndim < 2 or A.shape[-1] != A.shape[-2]:
+        raise ValueError(f"the two maps must be square and of one shape, got {tuple(A.shape)} and {tuple(B.shape)}")
+    d = A.shape[-1]
+    if skip_self:
+        keep = ~torch.eye(d, dtype=torch.bool)
+        A = A[..., keep].reshape(*A.shape[:-1], d - 1)
+        B = B[..., keep].reshape(*B.shape[:-1], d - 1)
     a = A - A.mean(-1, keepdim=True)
     b = B - B.mean(-1, keepdim=True)
     den = (a.norm(dim=-1) * b.norm(dim=-1))
