@@ -96,6 +96,9 @@ def test_sample_r2_and_limits_and_heldout_split():
     x_tr = _imgs(12, (1, 3, 3))
     err = L.limits_error(x_tr, _imgs(4, (1, 3, 3), seed=1), 0.4)
     assert err["D_G"] < L.LIMIT_TOL and err["D_M"] < L.LIMIT_TOL
+    big = _imgs(20, (1, 12, 12))                          # checked on its central 8 x 8 crop (a 15 x 15 window)
+    err = L.limits_error(big, _imgs(2, (1, 12, 12), seed=1), 0.4)
+    assert err["D_G"] < L.LIMIT_TOL and err["D_M"] < L.LIMIT_TOL
     held = _imgs(10)
     c, e = L.split_heldout(held, 4, 6)
     assert len(c) == 4 and len(e) == 6 and torch.equal(torch.cat([c, e]), held)

@@ -281,14 +281,15 @@ class PatchWiener(_Local):
 
     label = "patch-Wiener"
 
-    def __init__(self, x_train: torch.Tensor, patch_size: int, chunk_size: int = 4096):
+    def __init__(self, x_train: torch.Tensor, patch_size: int, chunk_size: int | None = None):
         super().__init__(x_train)
-        positive_int(chunk_size, "chunk_size")
         self.patch_size = check_patch_size(patch_size)
         idx, centre, _ = patch_index(self.shape, self.patch_size)
         dev = self.train.device
         self.idx, self.centre = idx.to(dev), centre.to(dev)
         U, K = idx.shape
+        # training images per pass: their patches (chunk, U, K) take at most 4 MAX_BLOCK float64 values
+        chunk_size = positive_int(chunk_size, "chunk_size") if chunk_size is not None else max(1, 4 * MAX_BLOCK // (U * K))
         mean = torch.zeros(U, K, dtype=torch.float64, device=dev)
         for chunk in self.train.split(chunk_size):
             mean += chunk[:, self.idx].sum(0)

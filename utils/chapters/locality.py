@@ -339,9 +339,24 @@ def sample_r2(net_samples: torch.Tensor, samples: dict) -> dict:
     return {k: _nanmedian(metrics.r2(v, net_samples)) for k, v in samples.items()}
 
 
+# The limits check runs on images of at most this side (a central crop of larger ones): a window covering
+# a 32 x 32 image has 63^2 entries per pixel, and the patch Wiener filter's covariances would not fit.
+LIMIT_SIDE = 8
+
+
 def limits_error(x_train: torch.Tensor, x: torch.Tensor, sigma: float, D_G=None, D_M=None) -> dict:
     """Largest absolute difference, over the inputs ``x``, between the patch Wiener filter with a window
-    covering the image and D_G, and between LS with that window and D_M (both 0 up to round-off)."""
+    covering the image and D_G, and between LS with that window and D_M (both 0 up to round-off).
+    Images larger than :data:`LIMIT_SIDE` are cut to their central crop of that side first (D_G and D_M
+    are then those of the cropped training set; the passed ones are used only when nothing is cut)."""
+    as_images(x_train, "x_train")
+    as_images(x, "x")
+    H, W = x_train.shape[-2:]
+    if max(H, W) > LIMIT_SIDE:
+        h, w = min(H, LIMIT_SIDE), min(W, LIMIT_SIDE)
+        i, j = (H - h) // 2, (W - w) // 2
+        x_train, x = x_train[..., i:i + h, j:j + w], x[..., i:i + h, j:j + w]
+        D_G = D_M = None
     P = full_window(tuple(x_train.shape[1:]))
     D_G = D_G if D_G is not None else GaussianDenoiser.fit(x_train)
     D_M = D_M if D_M is not None else EmpiricalDenoiser(x_train)
