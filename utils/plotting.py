@@ -110,44 +110,29 @@ def sigma_curves(ax, sigmas, curves: dict, ylabel: str | None = None, styles: di
     return ax
 
 
+
 def signed_maps(rows, row_labels=None, col_labels=None, shape=None, mark=None, scale: float = 1.0,
                 title: str | None = None):
-    """Signed maps (e.g. Jacobian rows, sensitivity fields) as a grid: ``rows`` is a list of (n_i, d)
-    tensors, each map reshaped to ``shape`` (H, W) and drawn on a diverging scale normalized by its own
-    largest |value| (red positive, blue negative, white 0); ``mark`` (row, col) of a pixel to outline.
-    Returns the matplotlib figure."""
+    """Signed maps (e.g. Jacobian rows, sensitivity fields) in the layout of :func:`image_grid`: ``rows``
+    is a list of (n_i, d) tensors, each map reshaped to ``shape`` (H, W) and drawn on a diverging scale
+    normalized by its own largest |value| (red positive, blue negative, white 0); ``mark`` = (row, col)
+    outlines one pixel. Returns the matplotlib figure."""
     from matplotlib.patches import Rectangle
 
-    rows = [torch.as_tensor(r, dtype=torch.float64).cpu() for r in rows]
     if not rows or shape is None:
         raise ValueError("rows must be a non-empty list of (n, d) tensors and shape the maps' (H, W)")
-    if row_labels is not None and len(row_labels) != len(rows):
-        raise ValueError(f"row_labels has {len(row_labels)} entries for {len(rows)} rows")
     H, W = (int(v) for v in shape)
-    ncols = max(len(r) for r in rows)
-    label_in = 1.9 if row_labels is not None else 0.05
-    top_in = (0.35 if col_labels is not None else 0.05) + (0.4 if title else 0.0)
-    width = label_in + ncols * scale * 1.06 + 0.05
-    height = top_in + len(rows) * scale * 1.06 + 0.05
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(left=label_in / width, right=1 - 0.05 / width, bottom=0.05 / height,
-                        top=1 - top_in / height, wspace=0.06, hspace=0.06)
-    for i, r in enumerate(rows):
-        for j in range(ncols):
-            ax = axes[i, j]
-            ax.set_xticks([]); ax.set_yticks([])
-            if j < len(r):
-                m = r[j].reshape(-1, H, W)[0].numpy()
-                top = np.abs(m).max()
-                ax.imshow(m / top if top > 0 else m, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-                if mark is not None:
-                    ax.add_patch(Rectangle((mark[1] - 0.5, mark[0] - 0.5), 1, 1, fill=False, ec="k", lw=1.0))
-            else:
-                ax.axis("off")
-            if j == 0 and row_labels is not None:
-                ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=9)
-            if i == 0 and col_labels is not None and j < len(col_labels):
-                ax.set_title(col_labels[j], fontsize=8)
-    if title:
-        fig.suptitle(title)
+    maps = [torch.as_tensor(r, dtype=torch.float64).cpu().reshape(len(r), -1)[:, :H * W].reshape(len(r), H, W)
+            for r in rows]
+    fig = image_grid([torch.zeros(len(m), 1, H, W) for m in maps], row_labels, col_labels, scale, title)
+    axes = np.asarray(fig.axes).reshape(len(maps), -1)
+    for i, m in enumerate(maps):
+        for j in range(len(m)):
+            top = float(m[j].abs().max())
+            image = axes[i, j].images[0]
+            image.set_data((m[j] / top if top > 0 else m[j]).numpy())
+            image.set_cmap("RdBu_r")
+            image.set_clim(-1, 1)
+            if mark is not None:
+                axes[i, j].add_patch(Rectangle((mark[1] - 0.5, mark[0] - 0.5), 1, 1, fill=False, ec="k", lw=1.0))
     return fig
