@@ -47,6 +47,20 @@ def test_effective_radius_and_row_correlation():
     with pytest.raises(ValueError, match="one shape"):
         L.row_correlation(A, A[0])
     assert L.centre_pixel((1, 8, 8)) == 36 and L.centre_pixel((3, 5, 4)) == 10
+    # selected rows: the same numbers as those rows of the square map
+    rows = torch.tensor([12, 3, 20])
+    assert torch.allclose(L.effective_radius(J[rows], shape, rows), r[rows], equal_nan=True)
+    assert torch.allclose(L.row_correlation(A[:, rows], (2 * A + 1)[:, rows], rows=rows), torch.ones(3, 3, dtype=torch.float64))
+    assert torch.allclose(L.row_correlation(A[0][rows], B[rows], rows=rows), L.row_correlation(A[0], B)[rows])
+    with pytest.raises(ValueError, match="rows"):
+        L.effective_radius(J[rows], shape)
+
+
+def test_field_rows():
+    assert torch.equal(L.field_rows((1, 8, 8), 64), torch.arange(64))
+    r = L.field_rows((1, 32, 32), 64)
+    assert len(r) == 64 and L.centre_pixel((1, 32, 32)) in r.tolist()
+    assert L.centre_pixel((1, 8, 8)) in L.field_rows((1, 8, 8), 16).tolist()
 
 
 def test_sensitivity_fields_of_the_gaussian_itself():

@@ -178,6 +178,18 @@ def test_jacobian_of_a_batch_is_one_per_input():
         assert torch.allclose(J[i], metrics.jacobian(M, x[i], 0.4), atol=1e-12)
 
 
+def test_jacobian_rows():
+    train = _images(30, (1, 3, 3))
+    M = EmpiricalDenoiser(train)
+    x = _images(2, (1, 3, 3), seed=4)
+    full = metrics.jacobian(M, x, 0.4)
+    part = metrics.jacobian(M, x, 0.4, rows=[4, 0, 7])
+    assert part.shape == (2, 3, 9) and torch.allclose(part, full[:, [4, 0, 7]], atol=1e-14)
+    assert metrics.jacobian(M, x[0], 0.4, rows=[2]).shape == (1, 9)
+    with pytest.raises(ValueError, match="rows"):
+        metrics.jacobian(M, x, 0.4, rows=[9])
+
+
 def test_jacobian_errors_and_inference_mode():
     G = GaussianDenoiser.fit(_images(10, (1, 3, 3)))
     x = _images(2, (1, 3, 3))
@@ -219,6 +231,20 @@ def test_chunking_and_per_input_sigma(monkeypatch):
         per = D(x, sig)
         for i, s in enumerate(sig.tolist()):
             assert torch.allclose(per[i], D(x[i:i + 1], s)[0], atol=1e-12)
+
+
+def test_float32_distances_agree_with_float64():
+    shape = (1, 5, 5)
+    train, x = _images(30, shape), _images(4, shape, seed=1)
+    G = GaussianDenoiser.fit(train)
+    for make in (lambda dt: L.LocalScore(train, 3, dtype=dt), lambda dt: L.EquivariantLocalScore(train, 3, dtype=dt),
+                 lambda dt: L.DataLocalDenoiser(train, 0.1, G, dtype=dt)):
+        for sigma in (0.05, 0.5, 5.0):
+            assert torch.allclose(make(torch.float32)(x, sigma), make(torch.float64)(x, sigma), atol=1e-4)
+        out = make(torch.float32)(x.float(), 1e-12)
+        assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="dtype"):
+        L.LocalScore(train, 3, dtype=torch.float16)
 
 
 def test_small_sigma_is_finite_and_dtype_kept():

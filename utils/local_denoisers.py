@@ -34,9 +34,13 @@ corner (there ELS is LS). :func:`patch_index` returns these border classes.
 the patch Wiener filter is D_G and LS and ELS are D_M; the data-derived denoiser with
 ``threshold = 0`` is D_M.
 
-**Numerics.** Distances, logits and posterior means are float64, summed by a streaming log-sum-exp
-over chunks of candidates (as :class:`utils.denoisers.EmpiricalDenoiser` does), so memory grows with
-the chunk (:data:`MAX_BLOCK` logits at a time), not with the number of candidates.
+**Numerics.** Distances, logits and posterior means are float64 by default, summed by a streaming
+log-sum-exp over chunks of candidates (as :class:`utils.denoisers.EmpiricalDenoiser` does), so memory
+grows with the chunk (:data:`MAX_BLOCK` logits at a time), not with the number of candidates. The
+softmax machines (LS, ELS, data-derived) accept ``dtype=torch.float32`` for large images on a GPU: four
+times faster, at the price of logits accurate to ~1e-7 (|x|^2 + |y|^2) / 2 s^2 -- negligible except at the
+smallest noise levels, where the posterior is a near-argmax anyway. The patch Wiener filter is always
+float64 (its cost is small).
 """
 from __future__ import annotations
 
@@ -115,17 +119,23 @@ def _padded(x_flat: torch.Tensor) -> torch.Tensor:
     return torch.cat([x_flat, x_flat.new_zeros(len(x_flat), 1)], 1)
 
 
-def _inv_two_var(sigma, batch: int, device) -> torch.Tensor:
-    s = as_sigma(sigma, batch).to(device).clamp_min(SIGMA_FLOOR)
-    return 1.0 / (2 * s ** 2)
+DTYPES = (torch.float64, torch.float32)
+# float32 cannot hold 1 / (2 * SIGMA_FLOOR^2): its sigma floor (logits stay below its largest value).
+SIGMA_FLOOR_32 = 1e-15
+
+
+def _inv_two_var(sigma, batch: int, device, dtype=torch.float64) -> torch.Tensor:
+    floor = SIGMA_FLOOR if dtype == torch.float64 else SIGMA_FLOOR_32
+    s = as_sigma(sigma, batch).to(device).clamp_min(floor)
+    return (1.0 / (2 * s ** 2)).to(dtype)
 
 
 class _StreamingSoftmax:
-    """sum_m softmax_m(logits) values_m over candidate chunks, by a running log-sum-exp (float64).
+    """sum_m softmax_m(logits) values_m over candidate chunks, by a running log-sum-exp (in the logits' dtype).
     Logits (G, R, m), values (G, m, C) -> result (G, R, C)."""
 
-    def __init__(self, G: int, R: int, C: int, device):
-        kw = dict(dtype=torch.float64, device=device)
+    def __init__(self, G: int, R: int, C: int, device, dtype=torch.float64):
+        kw = dict(dtype=dtype, device=device)
         self.max = torch.full((G, R, 1), -math.inf, **kw)
         self.sum = torch.zeros((G, R, 1), **kw)
         self.acc = torch.zeros((G, R, C), **kw)
@@ -145,8 +155,8 @@ class _StreamingSoftmax:
 
 def _logits(q: torch.Tensor, q_sq: torch.Tensor, y: torch.Tensor, inv_two_var: torch.Tensor) -> torch.Tensor:
     """-||q_r - y_m||^2 / 2 s_r^2 (G, R, m) for rows of q (G, R, K) (``q_sq`` = their squared norms,
-    (G, R, 1)) and y (G, m, K); ``inv_two_var`` broadcasts to (G, R, 1). float64; the squared distance
-    ||q||^2 + ||y||^2 - 2 q.y is clamped at 0 (its cancellation costs ~1e-15 relative)."""
+    (G, R, 1)) and y (G, m, K); ``inv_two_var`` broadcasts to (G, R, 1). The squared distance
+    ||q||^2 + ||y||^2 - 2 q.y is clamped at 0 (its cancellation costs ~1e-16 relative in float64)."""
     d = torch.baddbmm(q_sq + y.pow(2).sum(-1)[:, None, :], q, y.transpose(1, 2), alpha=-2.0)
     return d.clamp_min_(0.0).mul_(-inv_two_var)
 
@@ -154,17 +164,17 @@ def _logits(q: torch.Tensor, q_sq: torch.Tensor, y: torch.Tensor, inv_two_var: t
 def _same_location(q: torch.Tensor, train: torch.Tensor, idx: torch.Tensor, centre: torch.Tensor,
                    inv_two_var: torch.Tensor) -> torch.Tensor:
     """Per unit u: softmax over training images i of -||q[idx_u] - y_i[idx_u]||^2 / 2s^2, posterior mean
-    of y_i[centre_u]. q (B, d+1) and train (N, d+1) padded, float64; returns (B, U, C)."""
+    of y_i[centre_u]. q (B, d+1) and train (N, d+1) padded, of one dtype; returns (B, U, C)."""
     B, N = q.shape[0], train.shape[0]
     U, C = centre.shape
-    out = torch.empty(B, U, C, dtype=torch.float64, device=q.device)
+    out = torch.empty(B, U, C, dtype=q.dtype, device=q.device)
     g = max(1, min(U, MAX_BLOCK // (B * min(N, 256))))                   # units per block
     m = max(1, min(N, MAX_BLOCK // (g * B)))                             # training images per chunk
     for u0 in range(0, U, g):
         ids, cen = idx[u0:u0 + g], centre[u0:u0 + g]
         qs = q[:, ids].transpose(0, 1)                                    # (g, B, K)
         q_sq = qs.pow(2).sum(-1, keepdim=True)
-        soft = _StreamingSoftmax(len(ids), B, C, q.device)
+        soft = _StreamingSoftmax(len(ids), B, C, q.device, q.dtype)
         for n0 in range(0, N, m):
             y = train[n0:n0 + m]
             soft.add(_logits(qs, q_sq, y[:, ids].transpose(0, 1), inv_two_var[None, :, None]),
@@ -182,16 +192,19 @@ def _scatter(units: torch.Tensor, centre: torch.Tensor, shape_x) -> torch.Tensor
 
 
 class _Local:
-    """Shared bookkeeping: the training set (flattened, padded, float64, on its device) and checks."""
+    """Shared bookkeeping: the training set (flattened, padded, in ``dtype``, on its device) and checks."""
 
     label = "local"
 
-    def __init__(self, x_train: torch.Tensor):
+    def __init__(self, x_train: torch.Tensor, dtype=torch.float64):
         as_images(x_train, "x_train")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be torch.float64 or torch.float32 (the precision of the distances), got {dtype!r}")
+        self.dtype = dtype
         self.shape = tuple(int(v) for v in x_train.shape[1:])
         self.d = x_train[0].numel()
         self.n = len(x_train)
-        self.train = _padded(flat64(x_train))
+        self.train = _padded(flat64(x_train)).to(dtype)
 
     def _input(self, x):
         as_images(x)
@@ -199,7 +212,7 @@ class _Local:
         if tuple(x.shape[1:]) != self.shape:
             raise ValueError(f"x has image shape {tuple(x.shape[1:])} but the {self.label} denoiser was built for "
                              f"{self.shape} (its windows depend on the image's layout)")
-        return _padded(flat64(x).to(self.train.device))
+        return _padded(flat64(x).to(self.train.device)).to(self.dtype)
 
     def __repr__(self) -> str:
         extra = f", patch_size={self.patch_size}" if hasattr(self, "patch_size") else ""
@@ -213,19 +226,19 @@ class LocalScore(_Local):
         D(x; s)_p = sum_i softmax_i(-||x_{Omega_p} - y_{i, Omega_p}||^2 / 2 s^2) y_{i, p},
 
     Omega_p the P x P window of pixel p (zero padding at the border). ``patch_size >=``
-    :func:`full_window` gives D_M."""
+    :func:`full_window` gives D_M. ``dtype``: the precision of the distances (module docstring)."""
 
     label = "LS"
 
-    def __init__(self, x_train: torch.Tensor, patch_size: int):
-        super().__init__(x_train)
+    def __init__(self, x_train: torch.Tensor, patch_size: int, dtype=torch.float64):
+        super().__init__(x_train, dtype)
         self.patch_size = check_patch_size(patch_size)
         idx, centre, _ = patch_index(self.shape, self.patch_size)
         self.idx, self.centre = idx.to(self.train.device), centre.to(self.train.device)
 
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
         q = self._input(x)
-        units = _same_location(q, self.train, self.idx, self.centre, _inv_two_var(sigma, len(x), q.device))
+        units = _same_location(q, self.train, self.idx, self.centre, _inv_two_var(sigma, len(x), q.device, q.dtype))
         return _scatter(units, self.centre, x.shape).to(x.device, x.dtype)
 
 
@@ -238,8 +251,8 @@ class EquivariantLocalScore(_Local):
 
     label = "ELS"
 
-    def __init__(self, x_train: torch.Tensor, patch_size: int):
-        super().__init__(x_train)
+    def __init__(self, x_train: torch.Tensor, patch_size: int, dtype=torch.float64):
+        super().__init__(x_train, dtype)
         self.patch_size = check_patch_size(patch_size)
         idx, centre, classes = patch_index(self.shape, self.patch_size)
         dev = self.train.device
@@ -249,8 +262,8 @@ class EquivariantLocalScore(_Local):
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
         q = self._input(x)
         B, C = len(x), self.centre.shape[1]
-        inv = _inv_two_var(sigma, B, q.device)
-        units = torch.empty(B, self.centre.shape[0], C, dtype=torch.float64, device=q.device)
+        inv = _inv_two_var(sigma, B, q.device, q.dtype)
+        units = torch.empty(B, self.centre.shape[0], C, dtype=q.dtype, device=q.device)
         for group in self.groups:
             n_c = len(group)
             ids, cen = self.idx[group], self.centre[group]                   # (n_c, K), (n_c, C)
@@ -261,7 +274,7 @@ class EquivariantLocalScore(_Local):
                 qs = q[b0:b0 + nb][:, ids].reshape(1, nb * n_c, -1)          # row b * n_c + t
                 q_sq = qs.pow(2).sum(-1, keepdim=True)
                 inv_rows = inv[b0:b0 + nb].repeat_interleave(n_c)[None, :, None]
-                soft = _StreamingSoftmax(1, nb * n_c, C, q.device)
+                soft = _StreamingSoftmax(1, nb * n_c, C, q.device, q.dtype)
                 for n0 in range(0, self.n, m):
                     y = self.train[n0:n0 + m]
                     cand = y[:, ids].reshape(1, -1, ids.shape[1])             # (1, m * n_c, K)
@@ -328,13 +341,15 @@ class DataLocalDenoiser(_Local):
     (for C > 1 channels: any of the pixel's channel rows; a pixel with W_G[p, p] ~ 0 keeps only
     itself), and the output is the posterior mean of y_{i, p} under a softmax over training images of
     -||x_{M_p} - y_{i, M_p}||^2 / 2 s^2 (same location). ``threshold`` in [0, 1]: 0 gives D_M.
+    ``dtype``: the precision of the distances (module docstring).
     ``gaussian``: the training set's fitted :class:`utils.denoisers.GaussianDenoiser` (fitted here if
     not given). The masks of each noise level are computed once and kept (:meth:`masks`)."""
 
     label = "data-derived"
 
-    def __init__(self, x_train: torch.Tensor, threshold: float, gaussian: GaussianDenoiser | None = None):
-        super().__init__(x_train)
+    def __init__(self, x_train: torch.Tensor, threshold: float, gaussian: GaussianDenoiser | None = None,
+                 dtype=torch.float64):
+        super().__init__(x_train, dtype)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be a number in [0, 1] (a fraction of the diagonal entry of W_G), "
                              f"got {threshold!r}")
@@ -378,11 +393,10 @@ class DataLocalDenoiser(_Local):
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
         q = self._input(x)
         s = as_sigma(sigma, len(x))
-        units = torch.empty(len(x), self.centre.shape[0], self.centre.shape[1], dtype=torch.float64,
-                            device=q.device)
+        units = torch.empty(len(x), self.centre.shape[0], self.centre.shape[1], dtype=q.dtype, device=q.device)
         for value in torch.unique(s).tolist():                           # one set of masks per noise level
             rows = (s == value).nonzero().flatten().to(q.device)
             idx, _ = self.masks(value)
             units[rows] = _same_location(q[rows], self.train, idx, self.centre,
-                                         _inv_two_var(value, len(rows), q.device))
+                                         _inv_two_var(value, len(rows), q.device, q.dtype))
         return _scatter(units, self.centre, x.shape).to(x.device, x.dtype)

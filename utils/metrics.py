@@ -98,15 +98,16 @@ def rmse_curves(pairs: dict, x_clean: torch.Tensor, sigmas, seed: int = 0, per_i
     return out if per_input else {label: v.mean(0) for label, v in out.items()}
 
 
-def jacobian(denoiser, x: torch.Tensor, sigma, chunk_size: int | None = None) -> torch.Tensor:
-    """The Jacobian J[i, j] = dD(x; sigma)_i / dx_j of a denoiser, by reverse-mode autodiff
-    (``torch.func.jacrev``; ``chunk_size`` output pixels at a time to bound memory), in float64 on the CPU.
+def jacobian(denoiser, x: torch.Tensor, sigma, chunk_size: int | None = None, rows=None) -> torch.Tensor:
+    """The Jacobian J[i, j] = dD(x; sigma)_i / dx_j of a denoiser, by reverse-mode autodiff (one
+    vector-Jacobian product per output pixel, ``chunk_size`` of them at a time to bound memory), in
+    float64 on the CPU. Row i is output pixel i's sensitivity field.
 
     ``x`` is one image (C, H, W) -> J (d, d), or a batch (B, C, H, W) -> (B, d, d), one Jacobian per
-    input, all from one pass over the d output pixels: the batch's outputs are summed before
-    differentiating, which is exact because a denoiser treats its inputs independently (every denoiser of
-    the book does; a network with batch statistics would not). Row i is output pixel i's sensitivity
-    field. The denoiser runs in x's dtype: pass float64 inputs to a closed form for float64-exact
+    input, all from one pass: the batch's outputs are summed before differentiating, which is exact
+    because a denoiser treats its inputs independently (every denoiser of the book does; a network with
+    batch statistics would not). ``rows`` (flat output indices) computes only those rows: (r, d) or
+    (B, r, d). The denoiser runs in x's dtype: pass float64 inputs to a closed form for float64-exact
     Jacobians (D_G gives its weight W_G(sigma), D_M its posterior covariance / sigma^2); a float32 network
     gives float32 precision. Runs outside inference mode (autodiff needs the graph)."""
     if not callable(denoiser):
@@ -118,13 +119,19 @@ def jacobian(denoiser, x: torch.Tensor, sigma, chunk_size: int | None = None) ->
     xb = as_images((x[None] if single else x).detach())
     if chunk_size is not None:
         positive_int(chunk_size, "chunk_size")
-    shape, b = xb.shape, xb.shape[0]
+    shape, b, d = xb.shape, xb.shape[0], xb[0].numel()
+    idx = torch.arange(d) if rows is None else torch.as_tensor(rows, dtype=torch.long).flatten()
+    if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= d:
+        raise ValueError(f"rows must be flat output indices in [0, {d}), got {idx.tolist()[:8]}")
 
     def f(v):
         return denoiser(v.reshape(shape), sigma).reshape(b, -1).sum(0)
 
     with torch.inference_mode(False), torch.enable_grad():
-        J = torch.func.jacrev(f, chunk_size=chunk_size)(xb.reshape(b, -1).clone())    # (d, B, d)
+        out, vjp = torch.func.vjp(f, xb.reshape(b, -1).clone())
+        basis = torch.zeros(len(idx), d, dtype=out.dtype, device=out.device)
+        basis[torch.arange(len(idx)), idx.to(out.device)] = 1
+        J = torch.func.vmap(vjp, chunk_size=chunk_size)(basis)[0]          # (r, B, d)
     J = J.detach().to("cpu", torch.float64).transpose(0, 1)
     return J[0] if single else J
 

@@ -78,6 +78,7 @@ class Settings(ChapterSettings):
     n_eval: int = 128              # further held-out images, disjoint from those, for the reported numbers
     n_samples: int = 100           # initial noises of the sample comparison
     n_field: int = 8               # held-out inputs of the sensitivity fields
+    n_rows: int = 64               # output pixels whose fields are computed (64: every pixel of an 8 x 8 image)
     field_steps: int = 16          # EDM grid of the sensitivity fields
     # The hyperparameter values each local family is calibrated over, per sigma (3 each: the same freedom).
     # Patch sizes: every odd window an 8 x 8 image leaves room for below the whole image (9 and more reach
@@ -87,20 +88,28 @@ class Settings(ChapterSettings):
     patch_sizes: list[int] = field(default_factory=lambda: [3, 5, 7])
     thresholds: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2])
     n_show: int = 10               # samples per row of the image grids
+    # Precision of the softmax machines' distances (utils.local_denoisers): float64 on the CPU; float32 on a
+    # GPU at 32 x 32, where the ELS machine compares every interior patch of every training image with every
+    # pixel (float64 runs at a thirty-second of the speed on Colab's T4).
+    compute_dtype: str = "float64"
     expected_to_fail: dict[str, str] = field(default_factory=dict)   # claim id -> reason, written before the run
 
     PROFILES = {
-        "smoke": dict(n_calib=4, n_eval=6, n_samples=6, n_field=2, field_steps=6, patch_sizes=[3, 5], n_show=4),
+        "smoke": dict(n_calib=4, n_eval=6, n_samples=6, n_field=2, n_rows=16, field_steps=6, patch_sizes=[3, 5],
+                      n_show=4),
         # Written before the first cpu run (the chapter's brief, issue 26): Kamb & Ganguli's number is for MNIST.
         "cpu": dict(expected_to_fail=dict(
             els_r2_anchor="8x8 digits, not MNIST at 28x28: windows of 3, 5 and 7 pixels leave an interior of 36, "
                           "16 and 4 of the 64 positions, so the ELS machine is nearly LS and draws from few patches; "
                           "the anchor's setting is the colab profile's")),
         # MNIST 32 x 32 (Kamb & Ganguli's setting): windows up to 11 x 11, the range of their calibrated scales.
-        "colab": dict(n_calib=64, n_eval=128, n_samples=100, n_field=4, field_steps=12,
-                      patch_sizes=[3, 5, 7, 9, 11], thresholds=[0.02, 0.05, 0.1, 0.2]),
-        "gpu": dict(n_calib=64, n_eval=128, n_samples=100, n_field=4, field_steps=12,
-                    patch_sizes=[3, 5, 7, 9, 11], thresholds=[0.02, 0.05, 0.1, 0.2]),
+        # The ELS machine's cost is N x (interior positions)^2 logits per input (~3e9 for N = 4,096 at 32 x 32):
+        # fewer inputs, three window sizes, float32, and the ladder's N = 4,096 network (> d = 1,024) as the
+        # generalizing one. Estimated, not measured (no GPU run yet).
+        "colab": dict(generalizing_index=3, n_calib=16, n_eval=32, n_samples=32, n_field=4, field_steps=12,
+                      patch_sizes=[3, 7, 11], thresholds=[0.02, 0.05, 0.1], compute_dtype="float32"),
+        "gpu": dict(generalizing_index=1, n_calib=16, n_eval=32, n_samples=32, n_field=4, field_steps=12,
+                    patch_sizes=[3, 7, 11], thresholds=[0.02, 0.05, 0.1], compute_dtype="float32"),
     }
 
     def validate(self) -> None:
@@ -111,7 +120,9 @@ class Settings(ChapterSettings):
             raise ValueError(f"patch_sizes must be odd positive ints, got {self.patch_sizes}")
         if any(not 0.0 <= t <= 1.0 for t in self.thresholds):
             raise ValueError(f"thresholds must lie in [0, 1], got {self.thresholds}")
-        for name in ("n_calib", "n_eval", "n_samples", "n_field", "field_steps", "n_show"):
+        if self.compute_dtype not in ("float64", "float32"):
+            raise ValueError(f"compute_dtype must be 'float64' or 'float32', got {self.compute_dtype!r}")
+        for name in ("n_calib", "n_eval", "n_samples", "n_field", "n_rows", "field_steps", "n_show"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -159,37 +170,62 @@ def pixel_distances(shape) -> torch.Tensor:
     return ((i[:, None] - i[None]) ** 2 + (j[:, None] - j[None]) ** 2).sqrt()
 
 
-def effective_radius(J: torch.Tensor, shape) -> torch.Tensor:
-    """Per row p of a Jacobian J (d, d) or a stack (B, d, d): the energy-weighted RMS distance of its
-    field from pixel p, sqrt(sum_q J_pq^2 |q - p|^2 / sum_q J_pq^2), in pixels (0 for the identity; NaN
-    for an all-zero row)."""
+def _rows(J: torch.Tensor, rows):
+    """The flat pixel index of each row of J (..., r, d): ``rows``, or 0 ... d - 1 for a square J."""
+    d = J.shape[-1]
+    if rows is None:
+        if J.shape[-2] != d:
+            raise ValueError(f"a map of {J.shape[-2]} rows of {d} needs the rows' pixel indices (rows=...)")
+        return torch.arange(d)
+    idx = torch.as_tensor(rows, dtype=torch.long).flatten()
+    if len(idx) != J.shape[-2]:
+        raise ValueError(f"rows names {len(idx)} pixels for a map of {J.shape[-2]} rows")
+    return idx
+
+
+def effective_radius(J: torch.Tensor, shape, rows=None) -> torch.Tensor:
+    """Per row of a Jacobian J (d, d), a stack (B, d, d), or selected rows (..., r, d) of pixels ``rows``:
+    the energy-weighted RMS distance of the field from its pixel p, sqrt(sum_q J_pq^2 |q - p|^2 /
+    sum_q J_pq^2), in pixels (0 for the identity; NaN for an all-zero row)."""
     J = torch.as_tensor(J, dtype=torch.float64)
-    dist2 = pixel_distances(shape) ** 2
+    dist2 = pixel_distances(shape)[_rows(J, rows)] ** 2
     e = J ** 2
     tot = e.sum(-1)
     return torch.where(tot > 0, ((e * dist2).sum(-1) / tot.clamp_min(1e-300)).sqrt(),
                        torch.full_like(tot, float("nan")))
 
 
-def row_correlation(A: torch.Tensor, B: torch.Tensor, skip_self: bool = True) -> torch.Tensor:
-    """Pearson correlation between matching rows of two square maps (..., d, d) -> (..., d): how alike two
-    sensitivity fields of the same pixel are, whatever their scale. With ``skip_self`` (the default) the
-    pixel's own entry (p, p) is left out: every denoiser's field peaks at the pixel itself (the identity-
-    like part of an EDM denoiser), which would make any two fields look alike; what is compared is where
-    *else* the pixel looks. NaN where a row is constant."""
+def row_correlation(A: torch.Tensor, B: torch.Tensor, skip_self: bool = True, rows=None) -> torch.Tensor:
+    """Pearson correlation between matching rows of two maps (..., r, d) -> (..., r): how alike two
+    sensitivity fields of the same pixel are, whatever their scale (square maps, or the rows of pixels
+    ``rows``). With ``skip_self`` (the default) the pixel's own entry is left out: every denoiser's field
+    peaks at the pixel itself (the identity-like part of an EDM denoiser), which would make any two fields
+    look alike; what is compared is where *else* the pixel looks. NaN where a row is constant."""
     A = torch.as_tensor(A, dtype=torch.float64)
     B = torch.as_tensor(B, dtype=torch.float64)
-    if A.shape != B.shape or A.ndim < 2 or A.shape[-1] != A.shape[-2]:
-        raise ValueError(f"the two maps must be square and of one shape, got {tuple(A.shape)} and {tuple(B.shape)}")
-    d = A.shape[-1]
-    if skip_self:
-        keep = ~torch.eye(d, dtype=torch.bool)
-        A = A[..., keep].reshape(*A.shape[:-1], d - 1)
-        B = B[..., keep].reshape(*B.shape[:-1], d - 1)
+    if A.shape != B.shape or A.ndim < 2:
+        raise ValueError(f"the two maps must be of one shape (..., rows, d), got {tuple(A.shape)} and {tuple(B.shape)}")
     a = A - A.mean(-1, keepdim=True)
     b = B - B.mean(-1, keepdim=True)
+    if skip_self:
+        keep = torch.ones(A.shape[-2:], dtype=torch.bool)
+        keep[torch.arange(A.shape[-2]), _rows(A, rows)] = False
+        A, B = A.masked_select(keep).reshape(*A.shape[:-1], -1), B.masked_select(keep).reshape(*B.shape[:-1], -1)
+        a = A - A.mean(-1, keepdim=True)
+        b = B - B.mean(-1, keepdim=True)
     den = (a.norm(dim=-1) * b.norm(dim=-1))
     return torch.where(den > 0, (a * b).sum(-1) / den.clamp_min(1e-300), torch.full_like(den, float("nan")))
+
+
+def field_rows(shape, n_rows: int) -> torch.Tensor:
+    """The output pixels (flat indices, channel 0) whose sensitivity fields are computed: a square grid of
+    about ``n_rows`` pixels through the centre pixel (every pixel when the image has at most ``n_rows``)."""
+    positive_int(n_rows, "n_rows")
+    _, H, W = (int(v) for v in shape)
+    step = max(1, math.ceil(math.sqrt(H * W / n_rows)))
+    ii = torch.arange(H // 2 % step, H, step)
+    jj = torch.arange(W // 2 % step, W, step)
+    return (ii[:, None] * W + jj[None, :]).flatten()
 
 
 def _nanmedian(t: torch.Tensor) -> float:
@@ -225,45 +261,51 @@ JACOBIAN_CHUNK = 64
 
 
 def sensitivity_fields(net, D_G: GaussianDenoiser, D_M: EmpiricalDenoiser, x_clean: torch.Tensor, sigmas,
-                       seed: int = 0, progress: bool = True) -> Fields:
+                       seed: int = 0, n_rows: int = 64, progress: bool = True) -> Fields:
     """The fields of ``net``, D_G (its weight W_G) and D_M (float64) at the inputs
-    ``NoisyInputs(x_clean, seed).at(sigma)``, for every sigma (``utils.metrics.jacobian``)."""
+    ``NoisyInputs(x_clean, seed).at(sigma)``, for every sigma (``utils.metrics.jacobian``), over the output
+    pixels :func:`field_rows` (``n_rows``: all of an 8 x 8 image; a grid of them on larger images)."""
     as_images(x_clean, "x_clean")
     sig = sigma_list(sigmas)
     noisy = NoisyInputs(x_clean, seed)
     shape = tuple(x_clean.shape[1:])
-    p = centre_pixel(shape)
+    rows = field_rows(shape, n_rows)
+    k = int((rows == centre_pixel(shape)).nonzero()[0, 0])
     keys = ("corr_wg", "corr_dm", "radius_net", "radius_wg", "radius_dm")
-    out = {k: [] for k in keys}
-    rows = {k: [] for k in ("net", "dm", "wg")}
+    out = {key: [] for key in keys}
+    maps = {key: [] for key in ("net", "dm", "wg")}
     for s in progress_bar(sig, "sensitivity fields, per sigma", progress):
         x = noisy.at(s)
-        J = metrics.jacobian(net, x, s, chunk_size=JACOBIAN_CHUNK)                       # (B, d, d)
-        JM = metrics.jacobian(D_M, x.to(torch.float64), s, chunk_size=JACOBIAN_CHUNK)
-        WG = D_G.weight(s).cpu().expand_as(J)
-        out["corr_wg"].append(_nanmedian(row_correlation(J, WG)))
-        out["corr_dm"].append(_nanmedian(row_correlation(J, JM)))
-        for k, M in (("radius_net", J), ("radius_wg", WG[:1]), ("radius_dm", JM)):
-            out[k].append(_nanmedian(effective_radius(M, shape)))
-        for k, M in (("net", J), ("dm", JM), ("wg", WG)):
-            rows[k].append(M[0, p])
-    return Fields(sigmas=sig, rows={k: torch.stack(v) for k, v in rows.items()}, **out)
+        J = metrics.jacobian(net, x, s, chunk_size=JACOBIAN_CHUNK, rows=rows)            # (B, r, d)
+        JM = metrics.jacobian(D_M, x.to(torch.float64), s, chunk_size=JACOBIAN_CHUNK, rows=rows)
+        WG = D_G.weight(s).cpu()[rows].expand_as(J)
+        out["corr_wg"].append(_nanmedian(row_correlation(J, WG, rows=rows)))
+        out["corr_dm"].append(_nanmedian(row_correlation(J, JM, rows=rows)))
+        for key, M in (("radius_net", J), ("radius_wg", WG[:1]), ("radius_dm", JM)):
+            out[key].append(_nanmedian(effective_radius(M, shape, rows)))
+        for key, M in (("net", J), ("dm", JM), ("wg", WG)):
+            maps[key].append(M[0, k])
+    return Fields(sigmas=sig, rows={key: torch.stack(v) for key, v in maps.items()}, **out)
 
 
 # --------------------------------------------------------------------------- the machines
 
 def machines(x_train: torch.Tensor, patch_sizes, thresholds, D_G: GaussianDenoiser | None = None,
-             D_M: EmpiricalDenoiser | None = None) -> dict:
+             D_M: EmpiricalDenoiser | None = None, dtype: str = "float64") -> dict:
     """Every closed form of the comparison for one training set: ``{"D_G": D, "D_M": D, family:
-    {option: D}}`` with one instance per patch size (patch Wiener, LS, ELS) or threshold (data-derived)."""
+    {option: D}}`` with one instance per patch size (patch Wiener, LS, ELS) or threshold (data-derived);
+    ``dtype`` ("float64" or "float32") is the precision of the softmax machines' distances."""
     as_images(x_train, "x_train")
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    dt = getattr(torch, dtype)
     D_G = D_G if D_G is not None else GaussianDenoiser.fit(x_train)
     D_M = D_M if D_M is not None else EmpiricalDenoiser(x_train)
     return {"D_G": D_G, "D_M": D_M,
             "patch-Wiener": {p: PatchWiener(x_train, p) for p in patch_sizes},
-            "LS": {p: LocalScore(x_train, p) for p in patch_sizes},
-            "ELS": {p: EquivariantLocalScore(x_train, p) for p in patch_sizes},
-            "data-derived": {t: DataLocalDenoiser(x_train, t, gaussian=D_G) for t in thresholds}}
+            "LS": {p: LocalScore(x_train, p, dtype=dt) for p in patch_sizes},
+            "ELS": {p: EquivariantLocalScore(x_train, p, dtype=dt) for p in patch_sizes},
+            "data-derived": {t: DataLocalDenoiser(x_train, t, gaussian=D_G, dtype=dt) for t in thresholds}}
 
 
 def neighbourhood_size(machine, sigma: float) -> float:
