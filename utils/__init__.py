@@ -7,6 +7,7 @@ data        dataset registry -> float32 (N, C, H, W) in [-1, 1]; held-out splits
 regimes     the low / intermediate / high noise regimes, from the data's covariance spectrum
 edm         sigma grids, preconditioning and losses, initial noise, Euler / Heun samplers
 denoisers   the protocol D(x, sigma), its batched call, and D_G, D_M, D_L
+local_denoisers  closed-form local denoisers: patch Wiener, LS / ELS machines, data-derived locality
 nets        a small EDM-style U-Net ("model scale" = model_channels)
 train       training with EMA, lr ramp-up, checkpoint + resume, cached get_model, snapshots, train_many
 distill     closed-form and Adam linear distillation; Theorem 1's affine DSM trainer
@@ -21,7 +22,7 @@ chapters    what only one chapter computes (utils.chapters.<name>), importing on
 import importlib
 
 __version__ = "0.1.0"
-_SUBMODULES = ("profiles", "data", "regimes", "edm", "denoisers", "nets", "train", "distill", "metrics",
+_SUBMODULES = ("profiles", "data", "regimes", "edm", "denoisers", "local_denoisers", "nets", "train", "distill", "metrics",
                "plotting", "book", "colab", "paths", "checks", "chapters")
 
 

@@ -7,10 +7,11 @@ outputs checked) on the book's one convention for noisy inputs, :class:`utils.da
 =============================  ==================================================================
 denoisers                      :func:`rmse`, :func:`nmse` (one sigma); :func:`rmse_curves` (paper
                                eq. 10 against sigma); :func:`linearity_score`,
-                               :func:`linearity_curves` (eq. 11 and eq. 12)
+                               :func:`linearity_curves` (eq. 11 and eq. 12); :func:`jacobian`
+                               (a denoiser's d x d Jacobian at one input)
 samples                        :func:`sample_stats` (GL score eq. 14, nearest-neighbour ratio, one
                                search), :func:`generalization_score`, :func:`nn_ratio`,
-                               :func:`memorized_fraction`, :func:`image_rmse`,
+                               :func:`memorized_fraction`, :func:`image_rmse`, :func:`r2`,
                                :func:`sample_similarity`, :func:`nearest_distances`
 weights                        :func:`weight_nmse`, :func:`singular_vector_alignment`,
                                :func:`singular_alignment`
@@ -97,6 +98,68 @@ def rmse_curves(pairs: dict, x_clean: torch.Tensor, sigmas, seed: int = 0, per_i
                 v = (a - b).norm(dim=1) / a.norm(dim=1).clamp_min(1e-30)
             out[label][:, j] = v.numpy()
     return out if per_input else {label: v.mean(0) for label, v in out.items()}
+
+
+def jacobian(denoiser, x: torch.Tensor, sigma, chunk_size: int | None = None, rows=None) -> torch.Tensor:
+    """The Jacobian J[i, j] = dD(x; sigma)_i / dx_j of a denoiser (paper App. H), by reverse-mode
+    autodiff: one vector-Jacobian product per output pixel, ``chunk_size`` of them at a time to bound
+    memory (``None``: all at once). Row i is output pixel i's sensitivity field; for an affine denoiser
+    W x + b it is W at every x. Returned in float64 on the CPU.
+
+    ``x`` is one image (C, H, W) -> J (d, d), or a batch (B, C, H, W) -> (B, d, d), one Jacobian per
+    input, all from one pass: the batch's outputs are summed before differentiating, which is exact
+    because a denoiser treats its inputs independently (every denoiser of the book does: the networks
+    use GroupNorm, never batch statistics). ``sigma``: a float or a (B,) tensor. ``rows`` (flat output
+    indices) computes only those rows: (r, d) or (B, r, d). The denoiser runs in x's dtype: pass float64
+    inputs to a closed form for float64-exact Jacobians (D_G gives its weight W_G(sigma), D_M its
+    posterior covariance / sigma^2); a float32 network gives float32 precision. Runs outside inference
+    mode (autodiff needs the graph)."""
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable as D(x, sigma), got {type(denoiser).__name__}")
+    if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
+        raise ValueError(f"x must be one image (C, H, W) or a batch (B, C, H, W), got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    single = x.ndim == 3
+    xb = as_images((x[None] if single else x).detach(), "x")
+    if chunk_size is not None:
+        positive_int(chunk_size, "chunk_size")
+    shape, b, d = tuple(xb.shape), xb.shape[0], xb[0].numel()
+    as_sigma(sigma.detach() if isinstance(sigma, torch.Tensor) else sigma, b)      # checked: finite, > 0
+    idx = torch.arange(d) if rows is None else torch.as_tensor(rows, dtype=torch.long).flatten()
+    if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= d:
+        raise ValueError(f"rows must be flat output indices in [0, {d}), got {idx.tolist()[:8]}")
+
+    def summed(v):                       # (B * d,) -> (d,): the batch's outputs summed
+        out = denoiser(v.reshape(shape), sigma)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != shape:
+            raise ValueError(f"denoiser returned {getattr(out, 'shape', type(out).__name__)} for an input of "
+                             f"shape {shape}; a denoiser D(x, sigma) must return x's shape")
+        return out.reshape(b, -1).sum(0)
+
+    with torch.inference_mode(False), torch.enable_grad():
+        out, vjp = torch.func.vjp(summed, xb.reshape(b, -1).clone())
+        basis = torch.zeros(len(idx), d, dtype=out.dtype, device=out.device)
+        basis[torch.arange(len(idx)), idx.to(out.device)] = 1
+        J = torch.func.vmap(vjp, chunk_size=chunk_size)(basis)[0]          # (r, B, d)
+    J = J.detach().to("cpu", torch.float64).transpose(0, 1).contiguous()
+    if not bool(torch.isfinite(J).all()):
+        raise ValueError("the Jacobian holds non-finite values (nan or inf)")
+    return J[0] if single else J
+
+
+def r2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image coefficient of determination of ``pred`` against ``target`` (float64, CPU):
+    r^2 = 1 - ||t - p||^2 / ||t - mean(t)||^2 over the pixels of each image, mean(t) that image's pixel
+    mean (Kamb & Ganguli's pixelwise r^2 between two images from the same noise; 1 for a perfect
+    prediction, 0 for predicting t's mean grey, negative below). NaN for a constant target image."""
+    as_images(pred, "pred")
+    as_images(target, "target")
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    p, t = flat64(pred.detach().cpu()), flat64(target.detach().cpu())
+    var = (t - t.mean(1, keepdim=True)).pow(2).sum(1)
+    res = (t - p).pow(2).sum(1)
+    return torch.where(var > 0, 1 - res / var.clamp_min(1e-300), torch.full_like(var, float("nan")))
 
 
 def linearity_score(denoiser, x1: torch.Tensor, x2: torch.Tensor, sigma, alpha: float = 2 ** -0.5,
@@ -309,45 +372,6 @@ def singular_alignment(W: torch.Tensor, W_ref: torch.Tensor, k: int) -> dict:
 
 
 # --------------------------------------------------------------------------- Jacobians
-
-def jacobian(denoiser, x: torch.Tensor, sigma, chunk_size: int | None = None) -> torch.Tensor:
-    """The Jacobian dD(x; sigma)/dx of a denoiser at each input, by reverse-mode autograd
-    (``torch.func.jacrev``; paper App. H): float64 (B, d, d) for x of shape (B, C, H, W), or (d, d) for
-    one image (C, H, W). Row i is the sensitivity of output pixel i to every input pixel (its
-    "sensitivity field"); for an affine denoiser W x + b it is W at every x.
-
-    The input is cast to float64 before the call (a network computes in its own dtype inside).
-    The whole batch is differentiated in one pass, d vector-Jacobian products in all, which assumes
-    that the denoiser treats the images of a batch independently (every denoiser of the book does:
-    the networks use GroupNorm, never batch statistics). ``chunk_size`` bounds how many of the d
-    products run at once (memory; ``None``: all). ``sigma``: a float or a (B,) tensor.
-    """
-    if not callable(denoiser):
-        raise TypeError(f"denoiser must be callable as D(x, sigma), got {type(denoiser).__name__}")
-    single = isinstance(x, torch.Tensor) and x.ndim == 3
-    xb = x[None] if single else x
-    as_images(xb, "x")
-    if chunk_size is not None:
-        positive_int(chunk_size, "chunk_size")
-    B, d = xb.shape[0], xb[0].numel()
-    as_sigma(sigma.detach() if isinstance(sigma, torch.Tensor) else sigma, B)      # checked: finite, > 0
-    shape = tuple(xb.shape)
-
-    def summed(v):                       # (B, d) -> (d,): sum over the batch of the outputs
-        out = denoiser(v.reshape(shape), sigma)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != shape:
-            raise ValueError(f"denoiser returned {getattr(out, 'shape', type(out).__name__)} for an input of "
-                             f"shape {shape}; a denoiser D(x, sigma) must return x's shape")
-        return out.reshape(B, d).sum(0)
-
-    with torch.inference_mode(False), torch.enable_grad():
-        v = xb.detach().to(torch.float64).reshape(B, d).clone()
-        J = torch.func.jacrev(summed, chunk_size=chunk_size)(v)        # (d_out, B, d_in)
-    J = J.detach().to(torch.float64).permute(1, 0, 2).contiguous()
-    if not bool(torch.isfinite(J).all()):
-        raise ValueError("the Jacobian holds non-finite values (nan or inf)")
-    return J[0] if single else J
-
 
 def effective_rank(M: torch.Tensor, energy: float = 0.99) -> float:
     """The number of leading singular values of a matrix that carry a share ``energy`` of its

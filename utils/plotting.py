@@ -108,3 +108,31 @@ def sigma_curves(ax, sigmas, curves: dict, ylabel: str | None = None, styles: di
     sigma_axis(ax, ylabel, regimes)
     ax.legend(fontsize=8)
     return ax
+
+
+
+def signed_maps(rows, row_labels=None, col_labels=None, shape=None, mark=None, scale: float = 1.0,
+                title: str | None = None):
+    """Signed maps (e.g. Jacobian rows, sensitivity fields) in the layout of :func:`image_grid`: ``rows``
+    is a list of (n_i, d) tensors, each map reshaped to ``shape`` (H, W) and drawn on a diverging scale
+    normalized by its own largest |value| (red positive, blue negative, white 0); ``mark`` = (row, col)
+    outlines one pixel. Returns the matplotlib figure."""
+    from matplotlib.patches import Rectangle
+
+    if not rows or shape is None:
+        raise ValueError("rows must be a non-empty list of (n, d) tensors and shape the maps' (H, W)")
+    H, W = (int(v) for v in shape)
+    maps = [torch.as_tensor(r, dtype=torch.float64).cpu().reshape(len(r), -1)[:, :H * W].reshape(len(r), H, W)
+            for r in rows]
+    fig = image_grid([torch.zeros(len(m), 1, H, W) for m in maps], row_labels, col_labels, scale, title)
+    axes = np.asarray(fig.axes).reshape(len(maps), -1)
+    for i, m in enumerate(maps):
+        for j in range(len(m)):
+            top = float(m[j].abs().max())
+            image = axes[i, j].images[0]
+            image.set_data((m[j] / top if top > 0 else m[j]).numpy())
+            image.set_cmap("RdBu_r")
+            image.set_clim(-1, 1)
+            if mark is not None:
+                axes[i, j].add_patch(Rectangle((mark[1] - 0.5, mark[0] - 0.5), 1, 1, fill=False, ec="k", lw=1.0))
+    return fig

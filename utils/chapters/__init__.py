@@ -14,6 +14,7 @@ notebook                           module
 ``04_emergence``                   :mod:`utils.chapters.emergence`
 ``05_strong_generalization``       :mod:`utils.chapters.strong_generalization`
 ``06_architectures_and_jacobians`` :mod:`utils.chapters.architectures`
+``07_locality``                    :mod:`utils.chapters.locality`
 =================================  ===================================================
 """
 import importlib
@@ -26,6 +27,7 @@ CHAPTERS = {
     "04_emergence": "emergence",
     "05_strong_generalization": "strong_generalization",
     "06_architectures_and_jacobians": "architectures",
+    "07_locality": "locality",
 }
 
 
