@@ -13,6 +13,7 @@ notebook                           module
 ``03_linearity``                   :mod:`utils.chapters.linearity`
 ``04_emergence``                   :mod:`utils.chapters.emergence`
 ``05_strong_generalization``       :mod:`utils.chapters.strong_generalization`
+``08_gaussian_teleportation``      :mod:`utils.chapters.teleportation`
 =================================  ===================================================
 """
 import importlib
@@ -24,6 +25,7 @@ CHAPTERS = {
     "03_linearity": "linearity",
     "04_emergence": "emergence",
     "05_strong_generalization": "strong_generalization",
+    "08_gaussian_teleportation": "teleportation",
 }
 
 
