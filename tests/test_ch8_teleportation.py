@@ -91,6 +91,17 @@ def test_explained_variance_of_known_pairs():
     assert ev_0[1] == pytest.approx(1 - float((a - b).pow(2).sum() / a.pow(2).sum()))
     with pytest.raises(ValueError, match="center"):
         metrics.explained_variance_curves({"mu": (G, mu)}, x, sig, center=torch.zeros(3))
+    # one centre per pair: both variants from one evaluation of each denoiser per sigma
+    calls = []
+
+    def counted(z, s):
+        calls.append(s)
+        return G(z, s)
+    both = metrics.explained_variance_curves({"0": (counted, mu), "c": (counted, mu)}, x, sig, seed=3,
+                                             center={"c": mean})
+    assert np.allclose(both["0"], ev_0) and np.allclose(both["c"], ev_c, atol=1e-12) and len(calls) == len(sig)
+    with pytest.raises(ValueError, match="not in pairs"):
+        metrics.explained_variance_curves({"0": (G, mu)}, x, sig, center={"x": mean})
 
 
 def test_rmse_curves_unchanged_by_the_shared_loop():

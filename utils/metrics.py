@@ -114,23 +114,36 @@ def explained_variance_curves(pairs: dict, x_clean: torch.Tensor, sigmas, seed: 
         EV(D, D_ref)(sigma) = 1 - sum_i ||D(x_i) - D_ref(x_i)||^2 / sum_i ||D(x_i) - c||^2,
 
     a ratio of sums over the noisy inputs ``NoisyInputs(x_clean, seed).at(sigma)`` (the same inputs
-    as :func:`rmse_curves`). ``center`` c is 0 by default -- their definition, **not mean-centred**:
-    D's output norm then includes the data mean, so EV is near 1 wherever D_ref gets the mean right.
-    Pass an image (C, H, W) (e.g. the training mean) for the centred variant, which measures only
-    the part of D's output that varies. EV = 1 when D_ref = D; it is negative when D_ref misses by
-    more than D's own (centred) norm."""
+    as :func:`rmse_curves`; each distinct denoiser is evaluated once per sigma, whatever the number of
+    pairs it appears in). ``center`` c is 0 by default -- their definition, **not mean-centred**: D's
+    output norm then includes the data mean, so EV is near 1 wherever D_ref gets the mean right. An
+    image (C, H, W) (e.g. the training mean) gives the centred variant, which measures only the part of
+    D's output that varies; a dict ``{label: image or None}`` gives each pair its own (a label it does
+    not name: 0). EV = 1 when D_ref = D; it is negative when D_ref misses by more than D's own
+    (centred) norm."""
     n_sig = len(sigma_list(sigmas))
-    c = None
-    if center is not None:
-        if not isinstance(center, torch.Tensor) or center.numel() != x_clean[0].numel():
-            raise ValueError(f"center must be one image of x_clean's shape {tuple(x_clean.shape[1:])} (e.g. the "
-                             f"training mean), got {getattr(center, 'shape', type(center).__name__)}")
-        c = center.detach().to(torch.float64).cpu().reshape(1, -1)
-    num, den = {}, {}
+    if not isinstance(pairs, dict) or not pairs:
+        raise ValueError("pairs must be a non-empty {label: (D, D_ref)} dict")
+    centers = center if isinstance(center, dict) else {label: center for label in pairs}
+    unknown = sorted(set(centers) - set(pairs), key=str)
+    if unknown:
+        raise ValueError(f"center names labels that are not in pairs: {unknown}")
+    flat = {}
+    for label in pairs:
+        c = centers.get(label)
+        if c is not None:
+            if not isinstance(c, torch.Tensor) or c.numel() != x_clean[0].numel():
+                raise ValueError(f"center must be one image of x_clean's shape {tuple(x_clean.shape[1:])} (e.g. "
+                                 f"the training mean), got {getattr(c, 'shape', type(c).__name__)} for {label!r}")
+            c = c.detach().to(torch.float64).cpu().reshape(1, -1)
+        flat[label] = c
+    num = {label: np.zeros(n_sig) for label in pairs}
+    den = {label: np.zeros(n_sig) for label in pairs}
     for j, _, label, a, b in _pair_outputs(pairs, x_clean, sigmas, seed, batch_size):
-        num.setdefault(label, np.zeros(n_sig))[j] = float((a - b).pow(2).sum())
-        den.setdefault(label, np.zeros(n_sig))[j] = float((a if c is None else a - c).pow(2).sum())
-    return {label: 1.0 - num[label] / np.maximum(den[label], 1e-300) for label in num}
+        c = flat[label]
+        num[label][j] = float((a - b).pow(2).sum())
+        den[label][j] = float((a if c is None else a - c).pow(2).sum())
+    return {label: 1.0 - num[label] / np.maximum(den[label], 1e-300) for label in pairs}
 
 
 def linearity_score(denoiser, x1: torch.Tensor, x2: torch.Tensor, sigma, alpha: float = 2 ** -0.5,

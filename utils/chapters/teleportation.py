@@ -81,7 +81,7 @@ class Settings(ChapterSettings):
     constants above."""
 
     CHAPTER = "ch8"
-    n_ev_inputs: int = 256        # noisy training images EV is averaged over (training images cycled)
+    n_ev_inputs: int = 128        # noisy training images EV is averaged over (training images cycled)
     solver: str = "euler"         # the network's own sampler (the paper's 10-step Euler) ...
     sampler_steps: int | None = None   # ... on this many EDM levels (None: the profile's sampler_steps)
     n_show: int = 8               # samples per row of the sample figure
