@@ -172,18 +172,20 @@ def test_settings_every_profile_and_runs():
     for name in profiles.NAMES:
         S = tp.settings(name)
         assert S.solver in edm.SOLVERS
-    assert tp.settings("gpu").solver == "heun" and tp.settings("gpu").sampler_steps == 18
+    assert tp.settings("gpu").solver == "heun" and tp.settings("gpu").levels == 18
     P = profiles.resolve("cpu")
     S = tp.settings(P)
     assert len(tp.grid(P, S)) == P.sampler_steps
     assert tp.runs(P) == [P.train_spec(n) for n in P.train_sizes]
     with pytest.raises(Exception, match="solver"):
         S.replace(solver="rk4")
-    with pytest.raises(Exception, match="sampler_steps"):
-        S.replace(sampler_steps=1)
-    # the colab shapes at the smoke budget keep the structure
-    Pc = profiles.resolve("colab", allow_cpu=True, budget="smoke")
-    assert tp.settings(Pc).n_ev_inputs == tp.settings("smoke").n_ev_inputs
+    with pytest.raises(Exception, match="levels"):
+        S.replace(levels=1)
+    # the GPU shapes at the smoke budget keep the sampler and take the smoke sizes (and the smoke grid)
+    Pg = profiles.resolve("gpu", allow_cpu=True, budget="smoke")
+    Sg = tp.settings(Pg)
+    assert Sg.n_ev_inputs == tp.settings("smoke").n_ev_inputs and Sg.solver == "heun" and Sg.levels == 4
+    assert len(tp.grid(Pg, Sg)) == 4 and tp.fixed_handover(tp.grid(Pg, Sg), P.regimes) == 1
 
 
 def test_analysis_constants():
