@@ -222,7 +222,7 @@ def _results(**changes):
 _CONTRADICT = {
     "ch8.ev_dips_at_intermediate_sigma": dict(ev_gen=_ev_curve(dip=0.999, low=0.995, high=0.998)),
     "ch8.ev_dip_rises_with_n": dict(ev_dip=[0.95, 0.93, 0.9, 0.8, 0.7]),
-    "ch8.euler_floor_below_threshold": dict(floor_ratio=[0.0, 0.0, 0.01, 0.05, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3]),
+    "ch8.sampler_floor_below_threshold": dict(floor_ratio=[0.0, 0.0, 0.01, 0.05, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3]),
     "ch8.teleport_saves_steps_generalizing": dict(ratio=[[0.0] + [0.5] * 9] * 4 + [[0.0, 0.05, 0.2] + [0.4] * 7]),
     "ch8.teleport_keeps_sample_statistics": dict(gen_gl=[0.3] + [0.2] * (K - 1)),
     "ch8.memorizing_saves_less": dict(ratio=[[0.0, 0.001, 0.003, 0.01, 0.03] + [0.5] * 5] * 5),
@@ -243,7 +243,7 @@ def test_claims_return_exactly_the_claim_ids_and_pass_on_consistent_results():
     paper = [c for c in cs if c.kind == "paper"]
     assert {c.id for c in paper} == {"ch8.ev_dips_at_intermediate_sigma", "ch8.teleport_saves_steps_generalizing"}
     assert all(c.source == tp.WANG_GAUSSIAN and c.where and not c.figures for c in paper)
-    assert _by_id(cs)["ch8.euler_floor_below_threshold"].kind == "check"
+    assert _by_id(cs)["ch8.sampler_floor_below_threshold"].kind == "check"
 
 
 @pytest.mark.parametrize("cid", tp.CLAIM_IDS)

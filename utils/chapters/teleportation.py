@@ -258,7 +258,7 @@ class Results:
 CLAIM_IDS = (
     "ch8.ev_dips_at_intermediate_sigma",
     "ch8.ev_dip_rises_with_n",
-    "ch8.euler_floor_below_threshold",
+    "ch8.sampler_floor_below_threshold",
     "ch8.teleport_saves_steps_generalizing",
     "ch8.teleport_keeps_sample_statistics",
     "ch8.memorizing_saves_less",
@@ -334,7 +334,7 @@ def claims(results: Results, settings: Settings) -> list[Claim]:
     safe_saving = [float(sv[k]) for k in safe]
     kf = R.k_fixed
     floor = float(R.floor_ratio[kf])
-    add("ch8.euler_floor_below_threshold", "check", compare(floor, "<=", SAFE_FRACTION),
+    add("ch8.sampler_floor_below_threshold", "check", compare(floor, "<=", SAFE_FRACTION),
         claim=f"Teleporting D_G itself to the deepest level of the high regime (sigma = {R.handover_sigmas[kf]:.3g}) "
               f"stays within the safe threshold of D_G's own {R.solver} run: the threshold does not ask for more than "
               f"the sampler's own discretization error",
