@@ -9,7 +9,10 @@
   ``dae_loss``: the matching training losses (paper.md §2.3); ``training_draws_above``: how many
   training draws a run spends above a noise level.
 * ``initial_noise``: the starting states x_T = sigma_max * eps of a sampling run (one convention).
-* ``sample`` / ``sample_many``: the deterministic probability-flow ODE with Euler (paper eq. 4) or Heun.
+* ``sample`` / ``sample_many``: the deterministic probability-flow ODE with Euler (paper eq. 4) or Heun;
+  ``nfe``: how many denoiser calls a run on a grid costs.
+* ``sample_teleported``: "teleport, then finish" (Wang & Vastola): the closed-form Gaussian flow from
+  sigma_max to a handover level of the grid, then ``sample`` on the rest of the grid.
 
 Sigma is always the noise *standard deviation*, x_s = x_0 + s * eps.
 """
@@ -276,6 +279,43 @@ def sample(denoiser, x_T: torch.Tensor, sigmas, solver: str = "euler", return_tr
             x = x_next
     out = x.to(dtype)
     return (out, trajectory) if return_trajectory is not False else out
+
+
+def nfe(n_levels: int, solver: str = "euler") -> int:
+    """Denoiser evaluations of :func:`sample` on a grid of ``n_levels`` noise levels (no trailing 0):
+    ``n_levels`` for Euler, ``2 n_levels - 1`` for Heun (no corrector on the last step to 0)."""
+    positive_int(n_levels, "n_levels")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    return n_levels if solver == "euler" else 2 * n_levels - 1
+
+
+def sample_teleported(denoiser, gaussian, x_T: torch.Tensor, sigmas, handover: int, solver: str = "euler",
+                      return_trajectory: bool = False):
+    """Teleport, then finish: jump from ``sigmas[0]`` to ``sigmas[handover]`` along the closed-form
+    probability-flow ODE of a Gaussian (paper eq. 7; Wang & Vastola's "analytical teleportation"),
+    then integrate the rest of the grid, ``sigmas[handover:]``, with ``denoiser`` by :func:`sample`.
+
+    ``gaussian`` is anything with ``flow(x_T, sigma_T, sigma)`` (``utils.denoisers.GaussianDenoiser``,
+    usually the Gaussian of the denoiser's own training set). ``handover`` is an index into
+    ``sigmas``: 0 is the plain :func:`sample` from ``x_T``; ``k`` skips the first ``k`` levels, so the
+    run costs ``nfe(len(sigmas) - k, solver)`` denoiser calls instead of ``nfe(len(sigmas), solver)``.
+    The state handed over is formed from ``x_T`` in float64 by ``gaussian.flow`` and cast to x_T's dtype.
+    Returns what :func:`sample` returns (the trajectory covers the levels the denoiser integrates).
+    """
+    as_images(x_T, "x_T")
+    if not callable(getattr(gaussian, "flow", None)):
+        raise TypeError(f"gaussian must have a closed-form flow(x_T, sigma_T, sigma) (e.g. "
+                        f"utils.denoisers.GaussianDenoiser), got {type(gaussian).__name__}")
+    s = sigma_list(sigmas)
+    if isinstance(handover, bool) or not isinstance(handover, (int, np.integer)) or not 0 <= handover < len(s):
+        raise ValueError(f"handover must be an index into sigmas, 0 <= handover < {len(s)}, got {handover!r}")
+    handover = int(handover)
+    if handover == 0:
+        return sample(denoiser, x_T, s, solver=solver, return_trajectory=return_trajectory)
+    with torch.inference_mode():
+        x_h = gaussian.flow(x_T.to(torch.float64), s[0], s[handover]).to(x_T.dtype)
+    return sample(denoiser, x_h, s[handover:], solver=solver, return_trajectory=return_trajectory)
 
 
 def sample_many(denoisers: dict, x_T: torch.Tensor, sigmas, solver: str = "euler",

@@ -6,7 +6,8 @@ outputs checked) on the book's one convention for noisy inputs, :class:`utils.da
 
 =============================  ==================================================================
 denoisers                      :func:`rmse`, :func:`nmse` (one sigma); :func:`rmse_curves` (paper
-                               eq. 10 against sigma); :func:`linearity_score`,
+                               eq. 10 against sigma); :func:`explained_variance_curves` (Wang &
+                               Vastola's EV against sigma); :func:`linearity_score`,
                                :func:`linearity_curves` (eq. 11 and eq. 12); :func:`jacobian`
                                (a denoiser's d x d Jacobian at one input)
 samples                        :func:`sample_stats` (GL score eq. 14, nearest-neighbour ratio, one
@@ -64,6 +65,27 @@ def nmse(d1, d2, x: torch.Tensor, sigma) -> float:
 METRICS = ("rmse", "nmse")
 
 
+def _pair_outputs(pairs: dict, x_clean: torch.Tensor, sigmas, seed: int, batch_size: int):
+    """Yield ``(j, sigma, label, a, b)``: the flattened float64 outputs (on the CPU) of each pair
+    ``{label: (D1, D2)}`` on ``NoisyInputs(x_clean, seed).at(sigma)``, for every sigma in turn; each
+    distinct denoiser is evaluated once per sigma. The one loop behind every curve over sigma that
+    compares two denoisers on the book's noisy inputs."""
+    if not isinstance(pairs, dict) or not pairs:
+        raise ValueError("pairs must be a non-empty {label: (D1, D2)} dict")
+    noisy = NoisyInputs(x_clean, seed)
+    for j, s in enumerate(sigma_list(sigmas)):
+        x = noisy.at(s)
+        cache = {}
+
+        def outputs(D):
+            if id(D) not in cache:
+                cache[id(D)] = flat64(apply(D, x, s, batch_size)).cpu()
+            return cache[id(D)]
+
+        for label, (d1, d2) in pairs.items():
+            yield j, s, label, outputs(d1), outputs(d2)
+
+
 def rmse_curves(pairs: dict, x_clean: torch.Tensor, sigmas, seed: int = 0, per_input: bool = False,
                 metric: str = "rmse", batch_size: int = 512) -> dict:
     """``{label: (D1, D2)}`` -> ``{label: values}``: the distance between two denoisers at every sigma
@@ -76,27 +98,14 @@ def rmse_curves(pairs: dict, x_clean: torch.Tensor, sigmas, seed: int = 0, per_i
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    if not isinstance(pairs, dict) or not pairs:
-        raise ValueError("pairs must be a non-empty {label: (D1, D2)} dict")
-    noisy = NoisyInputs(x_clean, seed)
-    sig = sigma_list(sigmas)
-    out = {label: np.zeros((len(noisy), len(sig))) for label in pairs}
-    for j, s in enumerate(sig):
-        x = noisy.at(s)
-        cache = {}
-
-        def outputs(D):
-            if id(D) not in cache:
-                cache[id(D)] = flat64(apply(D, x, s, batch_size)).cpu()
-            return cache[id(D)]
-
-        for label, (d1, d2) in pairs.items():
-            a, b = outputs(d1), outputs(d2)
-            if metric == "rmse":
-                v = (a - b).pow(2).mean(1).sqrt()
-            else:
-                v = (a - b).norm(dim=1) / a.norm(dim=1).clamp_min(1e-30)
-            out[label][:, j] = v.numpy()
+    n_sig = len(sigma_list(sigmas))
+    out = {}
+    for j, _, label, a, b in _pair_outputs(pairs, x_clean, sigmas, seed, batch_size):
+        if metric == "rmse":
+            v = (a - b).pow(2).mean(1).sqrt()
+        else:
+            v = (a - b).norm(dim=1) / a.norm(dim=1).clamp_min(1e-30)
+        out.setdefault(label, np.zeros((len(v), n_sig)))[:, j] = v.numpy()
     return out if per_input else {label: v.mean(0) for label, v in out.items()}
 
 
@@ -160,6 +169,46 @@ def r2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     var = (t - t.mean(1, keepdim=True)).pow(2).sum(1)
     res = (t - p).pow(2).sum(1)
     return torch.where(var > 0, 1 - res / var.clamp_min(1e-300), torch.full_like(var, float("nan")))
+
+
+def explained_variance_curves(pairs: dict, x_clean: torch.Tensor, sigmas, seed: int = 0, center=None,
+                              batch_size: int = 512) -> dict:
+    """``{label: (D, D_ref)}`` -> ``{label: EV}`` (numpy (n_sigmas,)): the fraction of D's output that
+    D_ref explains at every sigma, Wang & Vastola's explained variance
+
+        EV(D, D_ref)(sigma) = 1 - sum_i ||D(x_i) - D_ref(x_i)||^2 / sum_i ||D(x_i) - c||^2,
+
+    a ratio of sums over the noisy inputs ``NoisyInputs(x_clean, seed).at(sigma)`` (the same inputs
+    as :func:`rmse_curves`; each distinct denoiser is evaluated once per sigma, whatever the number of
+    pairs it appears in). ``center`` c is 0 by default -- their definition, **not mean-centred**: D's
+    output norm then includes the data mean, so EV is near 1 wherever D_ref gets the mean right. An
+    image (C, H, W) (e.g. the training mean) gives the centred variant, which measures only the part of
+    D's output that varies; a dict ``{label: image or None}`` gives each pair its own (a label it does
+    not name: 0). EV = 1 when D_ref = D; it is negative when D_ref misses by more than D's own
+    (centred) norm."""
+    n_sig = len(sigma_list(sigmas))
+    if not isinstance(pairs, dict) or not pairs:
+        raise ValueError("pairs must be a non-empty {label: (D, D_ref)} dict")
+    centers = center if isinstance(center, dict) else {label: center for label in pairs}
+    unknown = sorted(set(centers) - set(pairs), key=str)
+    if unknown:
+        raise ValueError(f"center names labels that are not in pairs: {unknown}")
+    flat = {}
+    for label in pairs:
+        c = centers.get(label)
+        if c is not None:
+            if not isinstance(c, torch.Tensor) or c.numel() != x_clean[0].numel():
+                raise ValueError(f"center must be one image of x_clean's shape {tuple(x_clean.shape[1:])} (e.g. "
+                                 f"the training mean), got {getattr(c, 'shape', type(c).__name__)} for {label!r}")
+            c = c.detach().to(torch.float64).cpu().reshape(1, -1)
+        flat[label] = c
+    num = {label: np.zeros(n_sig) for label in pairs}
+    den = {label: np.zeros(n_sig) for label in pairs}
+    for j, _, label, a, b in _pair_outputs(pairs, x_clean, sigmas, seed, batch_size):
+        c = flat[label]
+        num[label][j] = float((a - b).pow(2).sum())
+        den[label][j] = float((a if c is None else a - c).pow(2).sum())
+    return {label: 1.0 - num[label] / np.maximum(den[label], 1e-300) for label in pairs}
 
 
 def linearity_score(denoiser, x1: torch.Tensor, x2: torch.Tensor, sigma, alpha: float = 2 ** -0.5,

@@ -15,6 +15,7 @@ notebook                           module
 ``05_strong_generalization``       :mod:`utils.chapters.strong_generalization`
 ``06_architectures_and_jacobians`` :mod:`utils.chapters.architectures`
 ``07_locality``                    :mod:`utils.chapters.locality`
+``08_gaussian_teleportation``      :mod:`utils.chapters.teleportation`
 =================================  ===================================================
 """
 import importlib
@@ -28,6 +29,7 @@ CHAPTERS = {
     "05_strong_generalization": "strong_generalization",
     "06_architectures_and_jacobians": "architectures",
     "07_locality": "locality",
+    "08_gaussian_teleportation": "teleportation",
 }
 
 
