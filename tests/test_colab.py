@@ -357,3 +357,38 @@ def test_use_drive_keeps_folders_the_user_set(tmp_path, monkeypatch):
     flushed = []
     assert colab.flush_drive(env, modules=COLAB, flush=lambda: flushed.append(1)) and flushed == [1]
     assert env == {"HGB_DRIVE_DIR": str(tmp_path / "d"), "HGB_ARTIFACTS": str(tmp_path / "mine")}
+
+
+# --------------------------------------------------------------------------- docs that match the code
+
+def _row(table_text: str, first_cell: str) -> str:
+    return next(line for line in table_text.splitlines() if line.startswith(f"| {first_cell} |"))
+
+
+def test_run_it_yourself_describes_the_colab_and_gpu_profiles_as_configured():
+    from utils import profiles
+    text = (REPO / "book" / "run_it_yourself.md").read_text()
+    colab_row, gpu_row = _row(text, "`colab`"), _row(text, "`gpu`")
+    base = profiles._BASE["colab"]
+    assert base["dataset"] == "mnist" and "MNIST" in colab_row and "32×32" in colab_row
+    for number in (min(base["train_sizes"]), max(base["train_sizes"]), base["model_channels"], base["train_steps"],
+                   base["batch_size"], min(base["scales"])):
+        assert f"{number:,d}" in colab_row, number
+    assert profiles._BASE["gpu"]["dataset"] == "cifar10" and "CIFAR-10" in gpu_row and "MNIST" not in gpu_row
+    assert f"{profiles._BASE['gpu']['model_channels']}-channel" in gpu_row
+    times = text[text.index("| chapter | `smoke` | `cpu` | `colab` | `gpu` |"):]
+    assert all("estimate" in line for line in times.splitlines()[2:7])       # the colab column: an estimate
+    assert "make gpu-check" in text and "KEEP_ON_DRIVE" in text
+
+
+def test_readme_keeps_two_commands_and_states_estimates_as_estimates():
+    text = (REPO / "README.md").read_text()
+    assert "sized to finish within one free T4 session" not in text
+    blocks = text.split("```bash")[1:]
+    commands = [line.split("#")[0].strip() for b in blocks for line in b.split("```")[0].splitlines()]
+    assert [c for c in commands if c] == ["make book", "make test"]
+    assert "TORCH_INDEX" in text and "CUDA build" in text and "LICENSE" in text and "CITATION.cff" in text
+    makefile = (REPO / "Makefile").read_text()
+    header = makefile[:makefile.index("PY ")]
+    assert "CUDA build" in header and "--force-reinstall" in header and "CPU torch, pinned" not in header
+    assert "\ngpu-check:" in makefile
