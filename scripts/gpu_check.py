@@ -54,6 +54,7 @@ PROFILE = "colab"
 TIMING_STEPS = {"cuda": 100, "cpu": 2}
 DEADLINE_S = 450.0           # no notebook starts after this (the whole check: <= 8 min on one GPU)
 CELL_TIMEOUT_S = 300.0       # one cell of a notebook at the smoke budget: a hang, not a slow GPU
+NOT_RUN = "not run (--no-notebooks)"
 
 
 @dataclass
@@ -166,10 +167,10 @@ def format_report(rep: Report) -> str:
                      f"{duration(c.train_after_earlier_s):>15} {duration(c.notebook_s):>9} "
                      f"{duration(c.total_s):>10}  {status}")
     ran = [c for c in rep.chapters if c.notebook_s is not None]
-    scratch = sum(c.total_s for c in ran)
-    in_order = sum(c.train_after_earlier_s + c.notebook_s for c in ran)
+    scratch = sum(c.total_s for c in ran) if ran else None
+    in_order = sum(c.train_after_earlier_s + c.notebook_s for c in ran) if ran else None
     lines.append("-" * len(head))
-    lines.append(f"{'all chapters, each from scratch':<32} {'':>4} {'':>8} {'':>10} {'':>15} {'':>9} "
+    lines.append(f"{'chapters run, each from scratch':<32} {'':>4} {'':>8} {'':>10} {'':>15} {'':>9} "
                  f"{duration(scratch):>10}")
     lines.append(f"{'in order, models kept on Drive':<32} {'':>4} {'':>8} {'':>10} {'':>15} {'':>9} "
                  f"{duration(in_order):>10}")
@@ -177,7 +178,7 @@ def format_report(rep: Report) -> str:
               "Projected total = projected training + the notebook's measured time at the smoke budget. The colab",
               "evaluation uses larger sizes than the smoke budget's, so the totals are lower bounds: an estimate",
               "until a chapter has been run at colab on this device (exec_stats.json of `make book PROFILE=colab`)."]
-    bad = [c for c in rep.chapters if c.status not in ("ok",)]
+    bad = [c for c in rep.chapters if c.status not in ("ok", NOT_RUN)]
     if bad:
         lines.append("Chapters that did not run: " + ", ".join(f"{c.stem} ({c.status})" for c in bad))
     wrong = [c for c in ran if c.device_seen and (("cuda" in c.device_seen) != (rep.device == "cuda"))]
@@ -305,6 +306,7 @@ def main(argv=None) -> int:
             c = ChapterTiming(nb.stem, **projected[nb.stem])
             rep.chapters.append(c)
             if args.no_notebooks:
+                c.status = NOT_RUN
                 continue
             if args.deadline and time.perf_counter() - t0 > args.deadline:
                 c.status = "skipped (deadline)"

@@ -56,7 +56,7 @@ def test_report_on_a_gpu():
     assert "U-Net  32 ch:      40.0 ms/step" in text and "U-Net   4 ch:      10.0 ms/step" in text
     row = next(line for line in text.splitlines() if line.startswith("02_x"))
     assert "9.0 min" in row and "30 s" in row and "9.5 min" in row and row.endswith("ok")
-    assert "17.8 min" in next(line for line in text.splitlines() if line.startswith("all chapters, each from scratch"))
+    assert "17.8 min" in next(line for line in text.splitlines() if line.startswith("chapters run, each from scratch"))
     assert "9.8 min" in next(line for line in text.splitlines() if line.startswith("in order, models kept"))
     assert "lower bounds" in text and "estimate" in text and "The check took 5.0 min" in text
     assert "WARNING" not in text
@@ -95,8 +95,6 @@ def test_main_with_fake_device_work(monkeypatch, tmp_path, capsys):
 
     def fake_measure(got_stems, steps):
         seen["measure"] = (list(got_stems), steps)
-        import os
-        seen["data"] = os.environ.get("HGB_DATA")
         return {stems[0]: [], stems[1]: ["a", "w4"]}, dict(runs=RUNS, text="training 4 of 4 runs on cpu", device="cpu")
 
     def fake_run(path, out, cell_timeout):
@@ -140,3 +138,17 @@ def test_device_line_reads_the_setup_header(tmp_path):
         {"name": "stdout", "text": ["profile  colab at the smoke budget\n", "device   cuda (NVIDIA H100)\n"]}]}]}))
     assert gpu_check.device_line(nb) == "cuda (NVIDIA H100)"
     assert gpu_check.device_line(tmp_path / "missing.ipynb") == ""
+
+
+def test_only_timing_without_notebooks(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("HGB_ALLOW_CPU", "1")
+    stem = gpu_check.book_pages.toc_notebooks(REPO)[1].stem
+    monkeypatch.setattr(gpu_check, "prepare_environment", lambda workdir, real: None)
+    monkeypatch.setattr(gpu_check, "measure_training", lambda s, n: ({stem: ["a"]}, dict(runs=RUNS, text="", device="cpu")))
+    monkeypatch.setattr(gpu_check, "run_chapter", lambda *a: pytest.fail("--no-notebooks ran a notebook"))
+    assert gpu_check.main(["--only", stem, "--no-notebooks", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "did not run" not in out and gpu_check.NOT_RUN in out
+    assert "4.0 min" in next(line for line in out.splitlines() if line.startswith(stem))
+    assert next(line for line in out.splitlines() if line.startswith("chapters run")).endswith("--")
