@@ -60,7 +60,7 @@ test-gpu-paths: install
 # and per chapter, and each chapter's projected full colab time (scripts/gpu_check.py; <= 8 min on one
 # data-centre GPU). HGB_ALLOW_CPU=1 runs it on the CPU, marked as a CPU run.
 gpu-check: install
-	$(PYTHON) scripts/gpu_check.py
+	$(PYTHON) scripts/gpu_check.py --json _build/gpu_check.json
 
 bench: install
 	$(PYTHON) scripts/bench.py

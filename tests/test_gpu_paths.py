@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -277,14 +278,39 @@ def gpu_env(tmp_path_factory):
     os.environ.update(HGB_DATA=str(root / "data"), HGB_DATA_CHECKSUMS=str(manifest), HGB_ALLOW_CPU="1",
                       HGB_BUDGET="smoke", HGB_RESULTS_DIR=str(root / "results"), JUPYTER_PATH="")
     run_notebooks.use_this_python_for_kernel()
+    data._mnist.cache_clear()                       # this process trains on the fakes too (_prepare_models)
+    data._cifar10.cache_clear()
+    _PREPARED.clear()
     yield root
     os.environ.clear()
     os.environ.update(saved)
+    data._mnist.cache_clear()
+    data._cifar10.cache_clear()
+
+
+_PREPARED: dict = {}
+
+
+def _prepare_models(profile):
+    """Train every chapter's listed runs (``chapters.all_runs``) at ``profile`` under the smoke budget
+    once, in this process, into the profile's shared cache -- as ``make book`` trains them
+    (scripts/prepare_models.py) before the notebooks, which then load them. At the budget's few steps a
+    run trains in about a second, while the worker processes a notebook's ``train_many`` would start
+    cost seconds each to import torch; ``train_many``'s workers stay covered by the smoke-profile
+    notebooks and tests/test_gpu_paths.py's unit tests. Runs a chapter trains beyond ``runs(P, seed)``
+    are still trained by its notebook. Returns the seconds it took (recorded once per profile)."""
+    if profile not in _PREPARED:
+        t0 = time.perf_counter()
+        P = profiles.resolve(profile, allow_cpu=True, budget="smoke")
+        train.train_many(chapters.all_runs(P, 0), workers=1, progress=False, device="cpu")
+        _PREPARED[profile] = time.perf_counter() - t0
+    return _PREPARED[profile]
 
 
 @pytest.mark.parametrize("profile, path", CASES)
 def test_chapter_runs_at_gpu_shapes_on_cpu(path, profile, gpu_env):
     os.environ["HGB_ARTIFACTS"] = str(gpu_env / f"artifacts-{profile}")      # shared by the chapters
+    _prepare_models(profile)
     out = gpu_env / "executed" / profile / path.name
     rec = run_notebooks.execute(path, out, profile, cell_timeout=1800, log_output=False)
     assert rec["status"] == "ok", run_notebooks.describe_failure(path.stem, rec, out)

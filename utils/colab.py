@@ -50,7 +50,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPO_DIRNAME = "hidden-gaussian-book"
 DRIVE_MOUNT = "/content/drive"
-DRIVE_DIR = DRIVE_MOUNT + "/MyDrive/hidden-gaussian-book"      # models and data when KEEP_ON_DRIVE
+DRIVE_DIR = DRIVE_MOUNT + "/MyDrive/hidden-gaussian-book"      # models, data, results: KEEP_ON_DRIVE
 
 
 def repository(config: Path = REPO_ROOT / "_config.yml") -> tuple[str, str]:
