@@ -1,5 +1,14 @@
 # The two commands a newcomer types:  make book   and   make test
-# Both create .venv and install everything on first use (CPU torch, pinned).
+# Both create .venv and install everything on first use (torch pinned in requirements.txt).
+#
+# torch: on Linux, PyPI's torch==2.13.0 is the CUDA build (~2.6 GB with its nvidia-* libraries);
+# macOS and Windows get a CPU build from PyPI. For the CPU wheel on Linux pass
+#   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# TORCH_INDEX only acts when the install step runs: a fresh .venv, or requirements.txt /
+# pyproject.toml newer than the install stamp. To switch an existing .venv to the CPU wheel, either
+#   rm -rf .venv && make test TORCH_INDEX=https://download.pytorch.org/whl/cpu     (a clean .venv)
+# or, in place (the CUDA libraries stay installed, unused):
+#   .venv/bin/pip install --force-reinstall --no-deps torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 PY      ?= python3
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
@@ -7,7 +16,7 @@ STAMP   := $(VENV)/.installed
 MIN_PY  := 3.11
 comma   := ,
 
-.PHONY: install check-python venv test test-gpu-paths book bench check-html clean
+.PHONY: install check-python venv test test-gpu-paths gpu-check book bench check-html clean
 
 # A clear message instead of a failure deep inside pip: the pinned packages need Python >= 3.11.
 check-python:
@@ -36,13 +45,22 @@ install: venv
 	  touch $(STAMP); \
 	fi
 
+# Unit tests, every chapter at profile smoke, and every chapter at the colab profile's data shapes,
+# channel counts and model structure on the CPU with the smoke budget and fake MNIST files
+# (tests/test_gpu_paths.py, marker colab_paths).
 test: install
 	$(PYTHON) -m pytest -q
 
-# Every chapter at the colab and gpu profiles' data shapes, channel counts and model structure, on
-# the CPU, with the smoke budget and fake MNIST / CIFAR-10 files (tests/test_gpu_paths.py).
+# On demand (and in the workflow's scheduled run): every chapter at the gpu profile's shapes
+# (CIFAR-10, 128 channels) on the CPU, with the smoke budget and fake CIFAR-10 files.
 test-gpu-paths: install
 	$(PYTHON) -m pytest -q -m gpu_paths
+
+# On a CUDA machine: every chapter at colab with a short budget, the measured time per training step
+# and per chapter, and each chapter's projected full colab time (scripts/gpu_check.py; <= 8 min on one
+# data-centre GPU). HGB_ALLOW_CPU=1 runs it on the CPU, marked as a CPU run.
+gpu-check: install
+	$(PYTHON) scripts/gpu_check.py --json _build/gpu_check.json
 
 bench: install
 	$(PYTHON) scripts/bench.py

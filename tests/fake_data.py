@@ -37,17 +37,28 @@ def _idx(magic: int, array: np.ndarray) -> bytes:
     return struct.pack(">I", magic) + struct.pack(">" + "I" * array.ndim, *array.shape) + array.tobytes()
 
 
-def write_mnist(root: Path, n_train: int = 640, n_test: int = 160, seed: int = 0) -> list[Path]:
-    """``root/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` with 28 x 28 images."""
+# The real MNIST's sizes (train / t10k): what scripts/gpu_check.py writes, so that every training-set
+# size of the colab profile (up to 16,384 and the halves of chapter 5) can be drawn from the fakes.
+MNIST_FULL = (60_000, 10_000)
+_CHUNK = 5_000                       # images generated at a time (bounds the float64 temporaries)
+
+
+def write_mnist(root: Path, n_train: int = 640, n_test: int = 160, seed: int = 0, compresslevel: int = 9) -> list[Path]:
+    """``root/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` with 28 x 28 images (generated in
+    chunks, so the real sizes, :data:`MNIST_FULL`, take a few seconds; ``compresslevel=1`` for speed)."""
     folder = Path(root) / "mnist"
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, (stem, n) in enumerate((("train", n_train), ("t10k", n_test))):
-        images = smooth_images(n, 1, 28, seed + i, coarse=7)[:, 0]
+        if n <= _CHUNK:
+            images = smooth_images(n, 1, 28, seed + i, coarse=7)[:, 0]
+        else:
+            images = np.concatenate([smooth_images(min(_CHUNK, n - k), 1, 28, seed + i + 1000 * (k // _CHUNK + 1),
+                                                   coarse=7)[:, 0] for k in range(0, n, _CHUNK)])
         labels = (np.arange(n) % 10).astype(np.uint8)
         for kind, magic, array in (("images-idx3", 2051, images), ("labels-idx1", 2049, labels)):
             path = folder / f"{stem}-{kind}-ubyte.gz"
-            path.write_bytes(gzip.compress(_idx(magic, array), mtime=0))
+            path.write_bytes(gzip.compress(_idx(magic, array), compresslevel=compresslevel, mtime=0))
             out.append(path)
     return out
 
@@ -70,11 +81,20 @@ def write_cifar10(root: Path, per_batch: int = 128, n_test: int = 160, seed: int
     return [path]
 
 
-def write_all(root: Path, seed: int = 0) -> Path:
-    """Write fake MNIST and CIFAR-10 into ``root`` (use it as ``HGB_DATA``) and their md5 sums into
-    ``root/checksums.json`` (use it as ``HGB_DATA_CHECKSUMS``); returns the manifest's path."""
-    files = write_mnist(root, seed=seed) + write_cifar10(root, seed=seed)
+def write_manifest(root: Path, files) -> Path:
+    """``root/checksums.json``: the md5 of every file of ``files`` by name (``HGB_DATA_CHECKSUMS``)."""
     sums = {f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in files}
     manifest = Path(root) / "checksums.json"
     manifest.write_text(json.dumps(sums, indent=1))
     return manifest
+
+
+def write_all(root: Path, seed: int = 0) -> Path:
+    """Write fake MNIST and CIFAR-10 into ``root`` (use it as ``HGB_DATA``) and their md5 sums into
+    ``root/checksums.json`` (use it as ``HGB_DATA_CHECKSUMS``); returns the manifest's path."""
+    return write_manifest(root, write_mnist(root, seed=seed) + write_cifar10(root, seed=seed))
+
+
+def write_full_mnist(root: Path, seed: int = 0) -> Path:
+    """Fake MNIST at the real sizes (:data:`MNIST_FULL`) and its manifest; returns the manifest's path."""
+    return write_manifest(root, write_mnist(root, *MNIST_FULL, seed=seed, compresslevel=1))

@@ -99,8 +99,12 @@ def glue(name: str, value, display: bool = False):
     """Store ``value`` under ``name`` for the page's prose (MyST-NB's glue): the markdown writes
     ``{glue:text}`name:.3f``` and the built page shows the number this run measured. numpy and
     one-element torch values become python numbers (so a format spec applies); strings are stored as
-    they are. Returns None (so that a cell ending in ``glue(...)`` shows nothing). Where ``myst_nb``
-    is not installed (Colab), nothing is stored."""
+    they are. Returns None (so that a cell ending in ``glue(...)`` shows nothing).
+
+    Where ``myst_nb`` is not installed (Colab: the kernel gets no Sphinx stack), nothing can be stored
+    and the ``{glue}`` roles of the markdown show raw, so the value is **printed** instead, as
+    ``name = value`` (:func:`glue_text`): a Colab reader sees every number the prose quotes, measured by
+    their own run."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"glue name must be an identifier-like string, got {name!r}")
     v = value
@@ -115,8 +119,21 @@ def glue(name: str, value, display: bool = False):
     try:
         from myst_nb import glue as _glue
     except ImportError:
+        print(glue_text(name, v), flush=True)
         return None
     _glue(name, v, display=display)
+
+
+def glue_text(name: str, value) -> str:
+    """The line :func:`glue` prints where ``myst_nb`` is missing: ``name = value``, a float with 6
+    significant digits (the prose's format specs round further), an int with thousands separators."""
+    if isinstance(value, float):
+        shown = f"{value:.6g}"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        shown = f"{value:,d}"
+    else:
+        shown = str(value)
+    return f"{name} = {shown}"
 
 
 def key_figure(fig) -> None:
@@ -148,6 +165,10 @@ def strict_claims() -> bool:
 def record_claims(stem: str, claims: list[Claim], profile) -> list[Claim]:
     """Write ``results_dir()/<stem>.json``, show the claims as a table, assert them at cpu/colab/gpu.
 
+    On Colab with ``KEEP_ON_DRIVE`` the ledger goes to Google Drive (``utils.colab.use_drive`` points
+    ``HGB_RESULTS_DIR`` there), and Drive is flushed after it is written (:func:`utils.colab.flush_drive`):
+    this is the chapter's last cell.
+
     ``claims`` is what the chapter module's ``claims(results, settings)`` returned; ``profile`` the
     :class:`~utils.profiles.Profile` returned by :func:`setup` (a profile name is accepted too). At the
     profiles of :data:`ASSERTED_PROFILES` at their full budget a claim with status ``FAIL`` raises
@@ -173,6 +194,9 @@ def record_claims(stem: str, claims: list[Claim], profile) -> list[Claim]:
     os.replace(tmp, path)
 
     _display(ClaimsTable(claims, name, asserted))
+    if os.environ.get("HGB_DRIVE_MOUNT"):       # Colab with KEEP_ON_DRIVE: the chapter ends here
+        from .colab import flush_drive
+        flush_drive()
 
     failed = [c for c in claims if c.status == "FAIL"]
     if asserted and failed:

@@ -14,10 +14,14 @@ book was built from (``scripts/build_book.py`` stages it with :func:`first_cell`
 so its code and its text match.
 
 **Persistence.** ``KEEP_ON_DRIVE = True`` in the first cell (a Colab form checkbox) mounts Google
-Drive and points the model cache (``HGB_ARTIFACTS``) and the data cache (``HGB_DATA``) there, so a
-new session resumes an interrupted training from its last checkpoint and a later chapter loads the
-models an earlier one trained. Off by default: then everything lives in the session's disk and
-vanishes when Colab recycles the runtime.
+Drive and points the model cache (``HGB_ARTIFACTS``), the data cache (``HGB_DATA``) and the claims
+ledger (``HGB_RESULTS_DIR``) there, so a new session resumes an interrupted training from its last
+checkpoint, a later chapter loads the models an earlier one trained, and each chapter's results
+outlive the session. Drive uploads what is written in the background; the only public way to make
+sure everything has reached it is ``google.colab.drive.flush_and_unmount()``, so the chapter's last
+call, ``utils.book.record_claims``, ends with :func:`flush_drive` (which then forgets the Drive
+folders: cells run after it use the session's disk until the first cell is run again). Off by
+default: then everything lives in the session's disk and vanishes when Colab recycles the runtime.
 
 :func:`install_plan` decides what :func:`setup_colab` runs:
 
@@ -46,7 +50,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPO_DIRNAME = "hidden-gaussian-book"
 DRIVE_MOUNT = "/content/drive"
-DRIVE_DIR = DRIVE_MOUNT + "/MyDrive/hidden-gaussian-book"      # models and data when KEEP_ON_DRIVE
+DRIVE_DIR = DRIVE_MOUNT + "/MyDrive/hidden-gaussian-book"      # models, data, results: KEEP_ON_DRIVE
 
 
 def repository(config: Path = REPO_ROOT / "_config.yml") -> tuple[str, str]:
@@ -65,11 +69,31 @@ def repository(config: Path = REPO_ROOT / "_config.yml") -> tuple[str, str]:
     return fields["url"], fields.get("branch") or "main"
 
 
-REPO_URL, REPO_BRANCH = repository()
+# REPO_URL, REPO_BRANCH and FIRST_CELL are module attributes computed on first use (see __getattr__
+# below), so that `import utils.colab` also works where _config.yml is absent (a non-editable install).
 
 
-def first_cell(ref: str = REPO_BRANCH, url: str = REPO_URL) -> str:
-    """The Colab bootstrap cell that checks out ``ref`` (a branch or a commit) of ``url``."""
+def _repository_default() -> tuple[str, str]:
+    return repository()
+
+
+def __getattr__(name: str):
+    if name == "REPO_URL":
+        return _repository_default()[0]
+    if name == "REPO_BRANCH":
+        return _repository_default()[1]
+    if name == "FIRST_CELL":
+        return first_cell()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def first_cell(ref: str | None = None, url: str | None = None) -> str:
+    """The Colab bootstrap cell that checks out ``ref`` (a branch or a commit; default: the branch of
+    ``_config.yml``) of ``url`` (default: the repository of ``_config.yml``)."""
+    if ref is None or url is None:
+        default_url, default_branch = _repository_default()
+        ref = default_branch if ref is None else ref
+        url = default_url if url is None else url
     for name, value in (("ref", ref), ("url", url)):
         if not isinstance(value, str) or not re.fullmatch(r"[\w.:/@+~-]+", value):
             raise ValueError(f"{name} must be a git ref or URL without spaces or quotes, got {value!r}")
@@ -87,14 +111,17 @@ if "google.colab" in sys.modules:
     setup_colab(keep_on_drive=KEEP_ON_DRIVE)'''
 
 
-# Paste exactly this as the first code cell of every chapter (tests/test_pipeline.py checks it).
-FIRST_CELL = first_cell()
+# FIRST_CELL (= first_cell()): paste exactly this as the first code cell of every chapter
+# (tests/test_pipeline.py checks it).
 
 # Never installed on Colab: torch (keep Colab's CUDA build), the kernel's own packages, and tools
-# only the book build and the test suite use. (myst-nb is installed: the chapters glue numbers into
-# their prose with it.)
-SKIP = frozenset({"torch", "jupyter-book", "sphinx", "sphinx-mathjax-offline", "papermill", "nbformat",
-                  "ipykernel", "ipython", "jupyter-client", "pytest"})
+# only the book build and the test suite use -- myst-nb included: it would pull Sphinx and
+# jupyter-cache into the kernel only for glue, which on Colab prints its values instead
+# (utils.book.glue). Any sphinx* / jupyter-book* / myst* distribution is left out as well.
+SKIP = frozenset({"torch", "jupyter-book", "myst-nb", "myst-parser", "jupyter-cache", "sphinx",
+                  "sphinx-mathjax-offline", "papermill", "nbformat", "ipykernel", "ipython", "jupyter-client",
+                  "pytest"})
+SKIP_PREFIXES = ("sphinx", "jupyter-book", "myst")
 
 
 def in_colab(modules=None) -> bool:
@@ -123,7 +150,7 @@ def colab_requirements(text: str, installed=_is_installed) -> list[str]:
         if not line or line.startswith("-"):
             continue
         name = _canonical(re.split(r"[\s<>=!~\[;@]", line, maxsplit=1)[0])
-        if name in SKIP or installed(name):
+        if name in SKIP or name.startswith(SKIP_PREFIXES) or installed(name):
             continue
         specs.append(line)
     return specs
@@ -151,7 +178,7 @@ def install_plan(env: dict | None = None, modules=None, *, installed=_is_install
     repo = _repo_dir(env)
     plan = []
     if not (repo / "pyproject.toml").is_file():
-        plan.append(["git", "clone", "-q", env.get("HGB_REPO_URL", REPO_URL), str(repo)])
+        plan.append(["git", "clone", "-q", env.get("HGB_REPO_URL") or _repository_default()[0], str(repo)])
     reqs = repo / "requirements.txt"
     if not reqs.is_file():
         reqs = REPO_ROOT / "requirements.txt"
@@ -167,17 +194,56 @@ def _mount_drive(mountpoint: str) -> None:
     drive.mount(mountpoint)
 
 
+# The folders KEEP_ON_DRIVE puts on Drive: environment variable -> sub-folder of the Drive folder.
+DRIVE_VARS = (("HGB_ARTIFACTS", "artifacts"), ("HGB_DATA", "data"), ("HGB_RESULTS_DIR", "results"))
+
+
 def use_drive(env: dict | None = None, mount=None) -> Path:
     """Mount Google Drive (``mount(mountpoint)``; default: ``google.colab.drive.mount``) and point
-    the model cache (``HGB_ARTIFACTS``) and the data cache (``HGB_DATA``) into ``$HGB_DRIVE_DIR``
-    (default :data:`DRIVE_DIR`), unless they are set already. Returns the folder."""
+    the model cache (``HGB_ARTIFACTS``), the data cache (``HGB_DATA``) and the claims ledger
+    (``HGB_RESULTS_DIR``) into ``$HGB_DRIVE_DIR`` (default :data:`DRIVE_DIR`), unless they are set
+    already. Records the mount point in ``HGB_DRIVE_MOUNT`` and the variables it set in
+    ``HGB_DRIVE_SET`` (for :func:`flush_drive`). Returns the folder."""
     env = os.environ if env is None else env
     (mount or _mount_drive)(DRIVE_MOUNT)
     root = Path(env.get("HGB_DRIVE_DIR", DRIVE_DIR))
-    for var, sub in (("HGB_ARTIFACTS", "artifacts"), ("HGB_DATA", "data")):
+    added = [var for var, _ in DRIVE_VARS if var not in env]
+    for var, sub in DRIVE_VARS:
         env.setdefault(var, str(root / sub))
         Path(env[var]).mkdir(parents=True, exist_ok=True)
+    env["HGB_DRIVE_MOUNT"] = DRIVE_MOUNT
+    env["HGB_DRIVE_SET"] = ",".join(sorted(set(added) | set(filter(None, env.get("HGB_DRIVE_SET", "").split(",")))))
     return root
+
+
+def _flush_and_unmount() -> None:
+    from google.colab import drive          # only exists on Colab
+    drive.flush_and_unmount()
+
+
+def flush_drive(env: dict | None = None, modules=None, flush=None) -> bool:
+    """On Colab with Google Drive mounted by :func:`use_drive` (``HGB_DRIVE_MOUNT`` set): write
+    everything to Drive with ``flush()`` (default: ``google.colab.drive.flush_and_unmount()``, the
+    only public flush, which also unmounts), then unset the variables :func:`use_drive` pointed at
+    Drive, so that cells run afterwards write to the session's disk instead of the empty mount point
+    (which would keep Drive from mounting there again). Prints what happened. Returns whether it
+    flushed; elsewhere (not Colab, Drive not in use) it does nothing.
+
+    ``utils.book.record_claims`` calls it at the end of every chapter."""
+    env = os.environ if env is None else env
+    mountpoint = env.get("HGB_DRIVE_MOUNT")
+    if not mountpoint or not in_colab(modules):
+        return False
+    folders = {var: env.get(var) for var, _ in DRIVE_VARS if env.get(var)}
+    (flush or _flush_and_unmount)()
+    for var in filter(None, env.pop("HGB_DRIVE_SET", "").split(",")):
+        env.pop(var, None)
+    env.pop("HGB_DRIVE_MOUNT", None)
+    saved = ", ".join(f"{var[4:].lower().replace('_dir', '')} in {path}" for var, path in folders.items())
+    print(f"Google Drive flushed and unmounted: this chapter's files are saved there ({saved}). Cells run "
+          f"after this one use the session's disk; run the first cell again to keep working on Drive.",
+          flush=True)
+    return True
 
 
 def setup_colab(keep_on_drive: bool = False, env: dict | None = None, modules=None, run=None,
@@ -199,9 +265,9 @@ def setup_colab(keep_on_drive: bool = False, env: dict | None = None, modules=No
         sys.path.insert(0, repo)
     if keep_on_drive:
         root = use_drive(env, mount)
-        print(f"models and data are kept on Google Drive in {root}: a new session resumes an interrupted "
-              f"training from its last checkpoint, and later chapters load the models earlier ones trained "
-              f"(same profile and seed).")
+        print(f"models, data and the claims ledger are kept on Google Drive in {root}: a new session resumes "
+              f"an interrupted training from its last checkpoint, and later chapters load the models earlier "
+              f"ones trained (same profile and seed). The chapter's last cell flushes Drive.")
     else:
         print("models and data live in this session only and vanish when Colab recycles it; tick "
               "KEEP_ON_DRIVE in the first cell to keep them on Google Drive.")
@@ -222,8 +288,9 @@ def sync_first_cell(path) -> bool:
     cell = next((c for c in nb.get("cells", []) if c.get("cell_type") == "code"), None)
     if cell is None:
         raise ValueError(f"{path} has no code cell")
-    lines = FIRST_CELL.splitlines(keepends=True)
-    if cell.get("source") in (lines, FIRST_CELL):
+    text = first_cell()
+    lines = text.splitlines(keepends=True)
+    if cell.get("source") in (lines, text):
         return False
     cell["source"] = lines
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
