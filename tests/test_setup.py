@@ -65,8 +65,7 @@ def _third_party_imports() -> set:
                 names |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
-    local = {"utils", "book_pages", "build_book", "check_html", "run_notebooks", "fake_data", "conftest",
-             "prepare_models", "bench"} | {p.stem for p in (REPO / "tests").rglob("*.py")}
+    local = {"utils", "conftest"} | {p.stem for d in ("scripts", "tests") for p in (REPO / d).rglob("*.py")}
     return {n for n in names - local - set(sys.stdlib_module_names) if n != "google"}   # google.colab: Colab's
 
 

@@ -344,7 +344,8 @@ def jacobian_profile(denoiser, states, sigmas, D_G: GaussianDenoiser, k: int, n_
     positive_int(k, "k")
     out = JacobianProfile(sigmas=sig, align=[], wg_distance=[], rank=[], rank_wg=[])
     for x, s in zip(states, sig):
-        J = metrics.jacobian(denoiser, x, s, chunk_size)       # (B, d, d) float64
+        # float64 inputs: a closed form's Jacobian is then exact; a network computes in its own dtype
+        J = metrics.jacobian(denoiser, x.to(torch.float64), s, chunk_size)       # (B, d, d) float64
         W = D_G.weight(s)
         out.align.append(float(np.mean([metrics.singular_alignment(j, W, k)["subspace"] for j in J])))
         out.wg_distance.append(float(np.median([metrics.weight_nmse(j, W) for j in J])))
