@@ -305,12 +305,13 @@ def test_lowsigma_claims_need_an_n_far_above_d():
 
 
 def test_tower_noise_draws_give_more_inputs_than_pixels():
-    assert theory.tower_noise_draws(1500, 64, 32) == 32                   # the cpu profile: unchanged
+    draws = lambda n, d, k: distill.noise_draws(n, d, k, theory.TOWER_INPUTS_PER_DIM)   # noqa: E731
+    assert draws(1500, 64, 32) == 32                                      # the cpu profile: unchanged
     for n, d, k in [(200, 1024, 2), (200, 3072, 2), (7, 9, 1), (1000, 1024, 1000)]:
-        m = theory.tower_noise_draws(n, d, k)
+        m = draws(n, d, k)
         assert m >= k and n * m > d and n * m >= theory.TOWER_INPUTS_PER_DIM * (d + 1)
     with pytest.raises(ValueError, match="n_images"):
-        theory.tower_noise_draws(0, 64, 2)
+        draws(0, 64, 2)
 
 
 def test_every_number_quoted_in_prose_is_glued():

@@ -106,12 +106,14 @@ def test_every_number_quoted_in_prose_is_glued():
 # --------------------------------------------------------------------------- bookkeeping of the fits
 
 def test_noise_draws_give_more_inputs_than_pixels():
-    assert L.noise_draws(16, 297, 64) == 16                          # the cpu profile's own count suffices
-    assert L.noise_draws(2, 64, 1024) == 17 and 64 * 17 > 1024       # colab shapes under the smoke budget
-    assert L.noise_draws(2, 5000, 1024) == 2
-    assert L.noise_draws(1, 1025, 1024) == 1 and L.noise_draws(1, 1024, 1024) == 2
+    from utils import distill
+    nd = distill.noise_draws
+    assert nd(297, 64, 16) == 16                                      # the cpu profile's own count suffices
+    assert nd(64, 1024, 2) == 17 and 64 * 17 > 1024                   # colab shapes under the smoke budget
+    assert nd(5000, 1024, 2) == 2
+    assert nd(1025, 1024, 1) == 1 and nd(1024, 1024, 1) == 2
     with pytest.raises(ValueError, match="n_images"):
-        L.noise_draws(2, 0, 64)
+        nd(0, 64, 2)
 
 
 def test_symmetry_steps():
@@ -263,7 +265,7 @@ def test_affine_fit_at_the_colab_shapes_under_the_smoke_budget():
     x_train = torch.rand(300, 1, 32, 32, generator=g) * 2 - 1
     G = GaussianDenoiser.fit(x_train)
     x = x_train[:S.n_distill]
-    n_noise = L.noise_draws(S.n_noise, len(x), G.d)
+    n_noise = distill.noise_draws(len(x), G.d, S.n_noise)
     assert S.n_distill * S.n_noise <= G.d < len(x) * n_noise
     fit = distill.distill_grid(G, x, [1.5], n_noise, seed=0, progress=False)
     assert fit.n_inputs == len(x) * n_noise

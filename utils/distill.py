@@ -46,14 +46,18 @@ def _noisy_batches(x_clean, sigma, n_noise, seed, batch_size):
         yield x + sigma * eps
 
 
-def noise_draws(n_images: int, d: int, at_least: int = 1) -> int:
-    """Noise draws per clean image for :func:`fit_affine`: ``at_least``, raised where needed so that
-    the fit has more noisy inputs than dimensions (``n_images * n_noise > d``): derived from d, so a
-    profile with few held-out images and large images still gets a determined fit."""
+def noise_draws(n_images: int, d: int, at_least: int = 1, inputs_per_dim: int = 1) -> int:
+    """Noise draws per clean image for :func:`fit_affine` on ``n_images`` images of ``d`` pixels:
+    ``at_least``, raised where needed so that the fit sees at least ``inputs_per_dim * (d + 1)`` noisy
+    inputs (``fit_affine`` needs more inputs than dimensions, ``n_images * draws > d``). Derived from d,
+    so a profile with few images and large images (the smoke budget at the colab / gpu shapes: 64
+    images of d = 1,024 or 3,072) still gets a determined fit; the cpu profile's counts already
+    satisfy it."""
     positive_int(n_images, "n_images")
     positive_int(d, "d")
     positive_int(at_least, "at_least")
-    return max(int(at_least), d // n_images + 1)
+    positive_int(inputs_per_dim, "inputs_per_dim")
+    return max(int(at_least), -(-inputs_per_dim * (d + 1) // n_images))
 
 
 def fit_affine(denoiser, x_clean: torch.Tensor, sigma: float, n_noise: int = 16, seed: int = 0,

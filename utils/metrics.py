@@ -38,6 +38,9 @@ MEMORIZED_RATIO = 1 / 3          # NN ratio below which a sample counts as a cop
 # A model *memorizes* when more than this share of its samples are copies (``SampleStats.memorized``):
 # the book's one split of a ladder into memorizing and generalizing models (chapters 2-4).
 MEMORIZING_FRACTION = 0.5
+# Two denoisers are "close" when the RMSE between their outputs (eq. 10) is below this: the paper's
+# threshold (Fig. 2, App. F.2), used by every chapter that tests closeness.
+PAPER_CLOSE = 0.05
 # A trend the paper states ("grows with N", "rises with width") holds over a ladder when Spearman's
 # rank correlation reaches this (:func:`trend`): rho = 0.8 lets one pair of neighbours of a 4-point
 # sweep, or up to two of a 5-point ladder, be out of order (sampling noise), never a reversal; on a

@@ -15,7 +15,7 @@ Everything here works on any denoiser of the protocol ``D(x, sigma) -> x_hat`` (
   probability-flow solution under D_G (paper eq. 7) as the reference for Euler and Heun.
 * :func:`affine_fit_errors` -- the tower-property control (paper.md §4.4): distil a teacher with
   :func:`utils.distill.fit_affine` and measure the weight error to W_G and its Monte-Carlo error;
-  :func:`tower_noise_draws` -- how many noise draws per image such a fit needs (more inputs than d).
+  ``utils.distill.noise_draws`` -- how many noise draws per image such a fit needs (more inputs than d).
 * :class:`Results`, :data:`CLAIM_IDS`, :func:`claims` -- the chapter's claims. Most are checks of the
   math or the code (Tweedie, Theorem 1's gradient descent, the samplers against paper eq. 7,
   D_M's samples); the sigma -> 0 residual for N < d is the paper's (paper App. F.1, paper Fig. 16); the tower
@@ -324,16 +324,6 @@ def convergence_order(n_steps, errors, last: int = 3) -> float:
 
 
 # --------------------------------------------------------------------------- tower property
-
-def tower_noise_draws(n_images: int, d: int, n_noise: int) -> int:
-    """Noise draws per image for a closed-form affine fit on ``n_images`` images of ``d`` pixels: at
-    least ``n_noise``, and enough that the fit sees TOWER_INPUTS_PER_DIM * (d + 1) noisy inputs or more
-    (:func:`utils.distill.fit_affine` needs more inputs than d)."""
-    positive_int(n_images, "n_images")
-    positive_int(d, "d")
-    positive_int(n_noise, "n_noise")
-    return max(n_noise, -(-TOWER_INPUTS_PER_DIM * (d + 1) // n_images))
-
 
 def affine_fit_errors(teacher, x_clean: torch.Tensor, W_ref: torch.Tensor, sigma: float,
                       n_noise: int, seeds=(0, 1), batch_size: int = 512) -> dict:

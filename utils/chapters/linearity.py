@@ -16,7 +16,7 @@ This module holds what only this chapter needs:
 * :func:`trained_sigmas` -- whether a network saw, above each sigma, as many training draws
   (``utils.edm.training_draws_above``) as the paper's networks saw above the sigma where the paper
   itself calls them under-trained (a property of the training recipe, not of the outcome);
-* :func:`intermediate_levels`, :func:`noise_draws`, :func:`symmetry_steps` -- where and on how many
+* :func:`intermediate_levels`, :func:`symmetry_steps` -- where and on how many
   noisy inputs the networks are distilled, and which snapshots the symmetry-over-training test uses;
 * :func:`aligned_singular_vectors` -- singular vectors of W_L and W_G as images, signs matched;
 * :func:`asymmetry` -- ||W - W^T||_F / ||W||_F (paper Fig. 14a);
@@ -52,7 +52,7 @@ PAPER_ALPHA2 = (0.99, 0.8675, 0.745, 0.6225, 0.5)
 # The paper's own numbers, kept as its claims state them.
 PAPER_LS_MIN = 0.96          # minimum linearity score of its largest (generalizing) models (§3.1, Fig. 1)
 PAPER_LS_SMALL = 0.77        # ... and of its smallest (N = 68, memorizing) one (official notebook, paper.md §7 E1)
-PAPER_CLOSE = 0.05           # RMSE "close" between denoisers (Fig. 2: D_L vs D_G at every sigma, and the regimes)
+PAPER_CLOSE = metrics.PAPER_CLOSE   # RMSE "close" between denoisers (Fig. 2: D_L vs D_G at every sigma, and the regimes)
 PAPER_WEIGHT_NMSE = 0.2      # ||W_L - W_G||_F / ||W_G||_F below this "for most sigma" (Fig. 4 left)
 PAPER_HIGH_SIGMA = 60.0      # Fig. 17a: D_M ~ D_G ~ a well-trained D_theta at sigma = 60, for every N
 # "Most sigma": more than this share of the noise levels of the grid.
@@ -94,7 +94,7 @@ class Settings(ChapterSettings):
     lin_steps: int = 40           # EDM grid of the linearity curves
     alpha2: list[float] = field(default_factory=lambda: list(PAPER_ALPHA2))
     n_distill: int = 297          # held-out images of the distillation
-    n_noise: int = 16             # noises per image of the distillation (raised where d needs more: noise_draws)
+    n_noise: int = 16             # noises per image of the distillation (raised where d needs more: utils.distill.noise_draws)
     adam_epochs: int = 100
     align_k: int = 20             # singular vectors compared (Fig. 4 right)
     sv_sigma: float = 1.5017      # intermediate noise level of the singular-vector figure and of the
@@ -288,17 +288,6 @@ def paired_rmse(finals: dict) -> dict:
     labels = list(finals)
     return {(a, b): metrics.sample_similarity(finals[a], finals[b])["rmse"]
             for i, a in enumerate(labels) for b in labels[i + 1:]}
-
-
-def noise_draws(n_noise: int, n_images: int, d: int) -> int:
-    """Noise draws per image for a closed-form affine fit on ``n_images`` clean images of ``d`` pixels:
-    ``n_noise``, raised where needed so that the fit sees more noisy inputs than pixels
-    (``n_images * draws > d``; ``utils.distill.fit_affine`` needs it). The profiles' own counts already
-    satisfy it; the smoke budget at the colab / gpu shapes (64 images of d = 1,024 or 3,072) does not."""
-    positive_int(n_noise, "n_noise")
-    positive_int(n_images, "n_images")
-    positive_int(d, "d")
-    return max(n_noise, matched_n_noise(d + 1, n_images))
 
 
 def intermediate_levels(sigmas, regimes, count: int = 0) -> torch.Tensor:

@@ -80,7 +80,7 @@ HEADLINE_QUANTILES = (25, 50, 75)          # the per-N spread shown: interquarti
 # Paper Fig. 2 / App. F.2: denoisers "close" at RMSE < 0.05. The p(sigma) control (paper Figs. 7a, 17b-c):
 # a network trained with EDM's log-normal p(sigma) is under-trained at high sigma and departs from D_G
 # there: its mean RMSE(D_theta, D_G) over the high regime exceeds PAPER_CLOSE and the mixed run's.
-PAPER_CLOSE = 0.05
+PAPER_CLOSE = metrics.PAPER_CLOSE
 
 
 def relative_spread(values) -> float:
