@@ -620,7 +620,15 @@ def exec_stats_page(stats: dict, stems: list[str], prepare: dict | None = None) 
         seconds = float(run.get("seconds", 0.0))
         total += seconds
         out.append(f"| {_chapter_ref(stem)} | `{run.get('profile', '?')}` | {_cell(status)} | {seconds:.1f} |")
-    out += [f"| **total** | | | **{total:.1f}** |", ""]
+    jobs, wall = int(stats.get("jobs", 1) or 1), stats.get("wall_seconds")
+    if jobs > 1 and wall is not None:
+        out += [f"| **sum** | | | **{total:.1f}** |", ""]
+        out += [f"The chapters ran {jobs} at a time (`scripts/run_notebooks.py --jobs`, each kernel on its share of "
+                f"the cores), so each time above is that chapter's wall time while it shared the machine; all "
+                f"of them together took {float(wall):.1f} s of wall time.", ""]
+        total = float(wall)
+    else:
+        out += [f"| **total** | | | **{total:.1f}** |", ""]
     if prepare:
         out += [f"Before the chapters ran, `scripts/prepare_models.py` made sure every model they load was "
                 f"trained (profile `{prepare.get('profile', '?')}`): {prepare.get('trained', '?')} of "

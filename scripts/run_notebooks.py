@@ -10,6 +10,11 @@
 * per-notebook wall time and status go to ``<results>/exec_stats.json`` (``<results>`` is
   ``utils.paths.results_dir()``: ``_build/results`` or ``$HGB_RESULTS_DIR``);
 * the results and execution-statistics pages are rendered into ``_build/generated/``;
+* ``--jobs N`` runs N notebooks at a time, each kernel on ``cores // N`` threads (default at smoke and
+  cpu: 2 on a machine with 2 or more cores -- two one-thread runs side by side beat one two-thread run;
+  1 at colab and gpu, which share one GPU); the per-notebook times are then wall times of notebooks
+  that shared the machine. The chapters load the models ``scripts/prepare_models.py`` trained up
+  front; a run a notebook trains itself is locked in the model cache, so concurrent chapters are safe;
 * exit status 1 if any notebook failed (the message names the notebook and the failing cell), if a
   notebook wrote no results ledger, or if the whole run exceeded ``--budget`` seconds.
 """
@@ -93,6 +98,68 @@ def execute(src: Path, dst: Path, profile: str, cell_timeout: float | None, log_
     return record
 
 
+def default_jobs(profile: str) -> int:
+    """Notebooks run at a time by default: ``$HGB_NOTEBOOK_JOBS`` if set, else 2 at the CPU profiles on
+    a machine with 2+ usable cores, 1 at colab / gpu (one GPU)."""
+    env = os.environ.get("HGB_NOTEBOOK_JOBS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise SystemExit(f"run_notebooks: $HGB_NOTEBOOK_JOBS must be a positive integer, got {env!r}")
+        return int(env)
+    if profile not in ("smoke", "cpu"):
+        return 1
+    return 2 if _usable_cores() >= 2 else 1
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                                  # not Linux
+        return os.cpu_count() or 1
+
+
+def _init_worker(threads: int) -> None:
+    # the kernels this worker starts inherit its environment: one BLAS / OpenMP pool of `threads` each
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def execute_many(runs: list, cell_timeout: float | None, jobs: int, on_done=None) -> list[dict]:
+    """Run ``runs`` = [(src, dst, profile), ...] with papermill, ``jobs`` at a time (worker processes,
+    each kernel on ``cores // jobs`` threads); ``on_done(i, record)`` is called as each finishes, in
+    completion order. Returns the records in the order of ``runs``. ``jobs == 1`` runs them one after
+    the other in this process, streaming nothing (see :func:`execute` for a streamed single run)."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    records: list = [None] * len(runs)
+    if jobs == 1 or len(runs) <= 1:
+        for i, (src, dst, profile) in enumerate(runs):
+            records[i] = execute(Path(src), Path(dst), profile, cell_timeout, log_output=False)
+            if on_done:
+                on_done(i, records[i])
+        return records
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, _usable_cores() // jobs)
+    with ProcessPoolExecutor(max_workers=min(jobs, len(runs)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = {pool.submit(execute, Path(src), Path(dst), profile, cell_timeout, False): i
+                   for i, (src, dst, profile) in enumerate(runs)}
+        for fut in as_completed(futures):
+            i = futures[fut]
+            try:
+                records[i] = fut.result()
+            except Exception as e:                      # the worker itself died (not a cell error)
+                src, _, profile = runs[i]
+                records[i] = {"path": str(src), "profile": profile, "status": "failed", "seconds": 0.0,
+                              "error": {"cell_index": None, "exec_count": None, "ename": type(e).__name__,
+                                        "evalue": str(e)[:2000]}}
+            if on_done:
+                on_done(i, records[i])
+    return records
+
+
 def _running_cell(executed: Path):
     """Index of the cell papermill marked as running when execution died, if known."""
     try:
@@ -127,6 +194,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds for the whole run (default 2 x the profile's target, none at gpu; 0: none)")
     ap.add_argument("--fail-fast", action="store_true", help="stop at the first failing notebook")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="notebooks run at a time (default: $HGB_NOTEBOOK_JOBS, else 2 at smoke / cpu on 2+ "
+                         "cores, 1 at colab / gpu); more than 1 does not stream the notebooks' output")
     ap.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
     args = ap.parse_args(argv)
 
@@ -170,11 +240,37 @@ def main(argv=None) -> int:
     except ImportError:
         stats["commit"] = None
 
-    print(f"running {len(notebooks)} notebook(s) at profile {profile!r}; budget "
+    jobs = args.jobs if args.jobs is not None else default_jobs(profile)
+    if jobs < 1:
+        raise SystemExit(f"run_notebooks: --jobs must be >= 1, got {jobs}")
+    jobs = min(jobs, max(1, len(notebooks)))
+    stats["jobs"] = jobs
+    print(f"running {len(notebooks)} notebook(s) at profile {profile!r}, {jobs} at a time; budget "
           f"{f'{budget:.0f} s' if budget else 'none'}; cell timeout "
           f"{f'{cell_timeout:.0f} s' if cell_timeout else 'none'}; results -> {results}", flush=True)
     failures, t_start = [], time.perf_counter()
-    for i, nb in enumerate(notebooks):
+
+    def finish(nb: Path, rec: dict) -> None:
+        dst = BUILD / "executed" / nb.relative_to(REPO)
+        if rec["status"] == "ok" and not (results / f"{nb.stem}.json").is_file():
+            rec.update(status="failed", error={"cell_index": None, "exec_count": None, "ename": "NoLedger",
+                                               "evalue": "the notebook wrote no results ledger: its last "
+                                                         "cell must call utils.book.record_claims(...)"})
+        stats["notebooks"][nb.stem] = rec
+        stats["updated"] = book_pages.now()
+        stats_path.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+        print(f"=== {nb.stem}: {rec['status']} in {rec['seconds']:.1f} s ===", flush=True)
+        if rec["status"] != "ok":
+            failures.append(describe_failure(nb.stem, rec, dst))
+
+    if jobs > 1:                     # side by side; the budget is checked at the end
+        for nb in notebooks:
+            (results / f"{nb.stem}.json").unlink(missing_ok=True)     # never show a stale ledger
+        print("(the notebooks' output is not streamed when several run at a time; each executed copy "
+              "holds its own)", flush=True)
+        execute_many([(nb, BUILD / "executed" / nb.relative_to(REPO), profile) for nb in notebooks],
+                      cell_timeout, jobs, on_done=lambda i, rec: finish(notebooks[i], rec))
+    for i, nb in enumerate(notebooks if jobs == 1 else []):
         elapsed = time.perf_counter() - t_start
         if budget and elapsed > budget:
             for rest in notebooks[i:]:
@@ -186,22 +282,13 @@ def main(argv=None) -> int:
         dst = BUILD / "executed" / nb.relative_to(REPO)
         print(f"\n=== [{i + 1}/{len(notebooks)}] {nb.relative_to(REPO)} (profile {profile}) ===", flush=True)
         (results / f"{nb.stem}.json").unlink(missing_ok=True)     # never show a stale ledger
-        rec = execute(nb, dst, profile, cell_timeout, log_output=not args.quiet)
-        if rec["status"] == "ok" and not (results / f"{nb.stem}.json").is_file():
-            rec.update(status="failed", error={"cell_index": None, "exec_count": None, "ename": "NoLedger",
-                                               "evalue": "the notebook wrote no results ledger: its last "
-                                                         "cell must call utils.book.record_claims(...)"})
-        stats["notebooks"][nb.stem] = rec
-        stats["updated"] = book_pages.now()
-        stats_path.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-        print(f"=== {nb.stem}: {rec['status']} in {rec['seconds']:.1f} s ===", flush=True)
-        if rec["status"] != "ok":
-            failures.append(describe_failure(nb.stem, rec, dst))
-            if args.fail_fast:
-                break
+        finish(nb, execute(nb, dst, profile, cell_timeout, log_output=not args.quiet))
+        if failures and args.fail_fast:
+            break
 
     total = time.perf_counter() - t_start
     stats["updated"] = book_pages.now()
+    stats["wall_seconds"] = round(total, 1)
     stats_path.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     pages = book_pages.write_pages(BUILD / "generated", results, REPO)
 

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import book_pages  # noqa: E402
 import run_notebooks  # noqa: E402
+from notebook_selection import selected_params  # noqa: E402
 
 GPU_PROFILES = ("colab", "gpu")
 
@@ -281,6 +282,7 @@ def gpu_env(tmp_path_factory):
     data._mnist.cache_clear()                       # this process trains on the fakes too (_prepare_models)
     data._cifar10.cache_clear()
     _PREPARED.clear()
+    _EXECUTED.clear()
     yield root
     os.environ.clear()
     os.environ.update(saved)
@@ -307,12 +309,26 @@ def _prepare_models(profile):
     return _PREPARED[profile]
 
 
+_EXECUTED: dict = {}
+
+
+def _executed(profile, gpu_env, session) -> dict:
+    """Every selected chapter of this test at ``profile`` executed once, side by side
+    (``run_notebooks.execute_many``, as ``make book`` runs them), after ``_prepare_models``: stem -> record."""
+    if profile not in _EXECUTED:
+        os.environ["HGB_ARTIFACTS"] = str(gpu_env / f"artifacts-{profile}")      # shared by the chapters
+        _prepare_models(profile)
+        paths = selected_params(session, "test_chapter_runs_at_gpu_shapes_on_cpu", profile=profile)
+        records = run_notebooks.execute_many([(p, gpu_env / "executed" / profile / p.name, profile) for p in paths],
+                                             cell_timeout=1800, jobs=run_notebooks.default_jobs("smoke"))
+        _EXECUTED[profile] = {p.stem: r for p, r in zip(paths, records)}
+    return _EXECUTED[profile]
+
+
 @pytest.mark.parametrize("profile, path", CASES)
-def test_chapter_runs_at_gpu_shapes_on_cpu(path, profile, gpu_env):
-    os.environ["HGB_ARTIFACTS"] = str(gpu_env / f"artifacts-{profile}")      # shared by the chapters
-    _prepare_models(profile)
+def test_chapter_runs_at_gpu_shapes_on_cpu(path, profile, gpu_env, request):
+    rec = _executed(profile, gpu_env, request.session)[path.stem]
     out = gpu_env / "executed" / profile / path.name
-    rec = run_notebooks.execute(path, out, profile, cell_timeout=1800, log_output=False)
     assert rec["status"] == "ok", run_notebooks.describe_failure(path.stem, rec, out)
     ledger = json.loads((gpu_env / "results" / f"{path.stem}.json").read_text())
     assert {r["profile"] for r in ledger} == {profile}

@@ -1,6 +1,7 @@
 """Execute every chapter of _toc.yml with papermill at profile="smoke" (and the runner itself on
 tiny notebooks). Results and artifacts go to temporary folders, never to _build/ or artifacts/."""
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import book_pages  # noqa: E402
 import run_notebooks  # noqa: E402
+from notebook_selection import selected_params  # noqa: E402
 
 pytestmark = pytest.mark.notebooks
 FIXTURE = REPO / "tests" / "fixtures" / "demo_chapter.ipynb"
@@ -33,11 +35,31 @@ def _run(src, sandbox, profile="smoke"):
     return rec, out
 
 
+@pytest.fixture(scope="module")
+def smoke_book(request, tmp_path_factory):
+    """Every selected chapter executed at profile=smoke, ``run_notebooks.default_jobs`` at a time (as
+    ``make book`` does), with one results folder and one model cache shared by the chapters (runs are
+    locked in the cache: a chapter that needs a model another is training waits for it)."""
+    root = tmp_path_factory.mktemp("smoke-book")
+    saved = dict(os.environ)
+    os.environ.update(HGB_RESULTS_DIR=str(root / "results"), HGB_ARTIFACTS=str(root / "artifacts"), JUPYTER_PATH="")
+    try:
+        run_notebooks.use_this_python_for_kernel()
+        paths = selected_params(request.session, "test_chapter_runs_at_smoke")
+        records = run_notebooks.execute_many([(p, root / "executed" / p.name, "smoke") for p in paths],
+                                             cell_timeout=600, jobs=run_notebooks.default_jobs("smoke"))
+        yield root, {p.stem: r for p, r in zip(paths, records)}
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.mark.parametrize("path", book_pages.toc_notebooks(REPO), ids=lambda p: p.stem)
-def test_chapter_runs_at_smoke(path, sandbox):
-    rec, out = _run(path, sandbox)
+def test_chapter_runs_at_smoke(path, smoke_book):
+    root, records = smoke_book
+    rec, out = records[path.stem], root / "executed" / path.name
     assert rec["status"] == "ok", run_notebooks.describe_failure(path.stem, rec, out)
-    ledger = json.loads((sandbox / "results" / f"{path.stem}.json").read_text())
+    ledger = json.loads((root / "results" / f"{path.stem}.json").read_text())
     assert ledger and {r["profile"] for r in ledger} == {"smoke"}
 
 
