@@ -301,7 +301,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (for a fast check)")
     parser.add_argument("--levers", action="store_true",
-                        help="part 4 also times the compiled levers alone (fp32 and bf16 compiled: a compile each)")
+                        help="part 4 also times HGB_TRAIN_COMPILE=1, alone and with bf16 + fused Adam (a compile each)")
     parser.add_argument("--only", type=int, action="append", metavar="PART", help="run only this part (repeatable)")
     args = parser.parse_args()
     import tempfile

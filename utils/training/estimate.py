@@ -29,11 +29,11 @@ def _remaining_steps(s: dict, folder: Path) -> int:
 
 def _timing_group(s: dict, image_shape, device: str = "cpu") -> tuple:
     """What decides the time of one optimizer step: the network, the loss kind, the batch, the image
-    and the step's numerics (precision, compilation)."""
+    and the step's numerics (precision, compilation, Adam's kernel)."""
     n = numerics(s, device)
     return (s["arch"], s["model_channels"], tuple(s["channel_mult"]), s["num_blocks"], s["dropout"],
             s["precond"], s["batch_size"], tuple(int(v) for v in image_shape),
-            n["precision"] + (" compiled" if n["compile"] else ""))
+            n["precision"] + (" compiled" if n["compile"] else "") + (" fused-Adam" if n["adam"] == "fused" else ""))
 
 
 def _seconds_per_step(s: dict, images: torch.Tensor, device: str, steps: int, warmup: int) -> tuple:
