@@ -142,7 +142,7 @@ _COMPILED = []
 def _compiled_denoise():
     """:meth:`Precond.denoise` compiled by ``torch.compile`` once per process, the batch size dynamic.
     The model is an argument, so every model of one architecture shares the graph (and the on-disk
-    compile cache, ``utils.training.step.use_compile_cache``); its GroupNorm, SiLU and preconditioning
+    compile cache, ``utils.training.store.use_compile_cache``); its GroupNorm, SiLU and preconditioning
     are fused around the convolutions, which stay oneDNN's. The results equal the eager ones in
     float32 to ~1e-6 (scripts/bench.py measures the gain and the largest difference)."""
     if not _COMPILED:
