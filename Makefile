@@ -62,8 +62,11 @@ test-gpu-paths: install
 gpu-check: install
 	$(PYTHON) scripts/gpu_check.py --json _build/gpu_check.json
 
+# make bench BENCH_ARGS="--only 4 --only 5 --levers": parts 4 (training step) and 5 (evaluation) only,
+# with each training lever timed alone (scripts/bench.py --help)
+BENCH_ARGS ?=
 bench: install
-	$(PYTHON) scripts/bench.py
+	$(PYTHON) scripts/bench.py $(BENCH_ARGS)
 
 # make book: execute every chapter of _toc.yml with papermill at $(PROFILE), build _build/html,
 # then open every page in headless Chromium (screenshots in _build/screenshots).

@@ -1,6 +1,7 @@
 """The package's layering, read from the source with ``ast`` (nothing is imported):
 
-* the core (``utils/*.py``) never imports a chapter module (``utils.chapters``);
+* the core (``utils/*.py`` and the training package ``utils/training/*.py``) never imports a chapter
+  module (``utils.chapters``);
 * no science module imports ``utils.plotting`` (only ``book``, the notebook glue, may);
 * a chapter module imports only the core: never another chapter module;
 * each chapter notebook imports its own chapter module and no other one.
@@ -15,7 +16,7 @@ from utils import chapters
 
 REPO = Path(__file__).resolve().parent.parent
 UTILS = REPO / "utils"
-CORE = sorted(p for p in UTILS.glob("*.py") if p.name != "__init__.py")
+CORE = sorted(p for p in [*UTILS.glob("*.py"), *(UTILS / "training").glob("*.py")] if p.name != "__init__.py")
 CHAPTER_FILES = sorted(p for p in (UTILS / "chapters").glob("*.py") if p.name != "__init__.py")
 NOT_SCIENCE = {"plotting", "book"}          # may import plotting (book sets the theme)
 
@@ -53,9 +54,14 @@ def _module_names(names: set[str]) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("path", CORE, ids=lambda p: p.stem)
+def _package(path: Path) -> str:
+    """The dotted package a core file's relative imports resolve against."""
+    return "utils.training" if path.parent.name == "training" else "utils"
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda p: str(p.relative_to(UTILS).with_suffix("")))
 def test_core_module_imports_no_chapter_and_science_no_plotting(path):
-    used = _module_names(_imports(path, "utils"))
+    used = _module_names(_imports(path, _package(path)))
     assert not {m for m in used if m.startswith("chapters")}, f"{path.name} imports chapter code: {used}"
     if path.stem not in NOT_SCIENCE:
         assert "plotting" not in used, f"{path.name} imports utils.plotting"

@@ -10,6 +10,7 @@ denoisers   the protocol D(x, sigma), its batched call, and D_G, D_M, D_L
 local_denoisers  closed-form local denoisers: patch Wiener, LS / ELS machines, data-derived locality
 nets        a small EDM-style U-Net ("model scale" = model_channels)
 train       training with EMA, lr ramp-up, checkpoint + resume, cached get_model, snapshots, train_many
+            (the front door of the package training/: spec, step, store, runs, pool, estimate)
 distill     closed-form and Adam linear distillation; Theorem 1's affine DSM trainer
 metrics     RMSE curves, linearity, GL score / NN ratio, similarity, weight errors, statistics
 checks      argument checks with clear errors
@@ -22,7 +23,7 @@ chapters    what only one chapter computes (utils.chapters.<name>), importing on
 import importlib
 
 __version__ = "0.1.0"
-_SUBMODULES = ("profiles", "data", "regimes", "edm", "denoisers", "local_denoisers", "nets", "train", "distill", "metrics",
+_SUBMODULES = ("profiles", "data", "regimes", "edm", "denoisers", "local_denoisers", "nets", "train", "training", "distill", "metrics",
                "plotting", "book", "colab", "paths", "checks", "chapters")
 
 

@@ -6,8 +6,9 @@
   (the paper's Baseline-VE, App. A) and ``"dae"`` (no preconditioning: the network predicts x,
   App. G.2). ``EDMPrecond(net)`` is ``Precond(net, "edm")``.
 * ``edm_loss`` (ln s ~ N(-1.2, 1.2^2), optionally mixed with a log-uniform share), ``ve_loss`` and
-  ``dae_loss``: the matching training losses (paper.md §2.3); ``training_draws_above``: how many
-  training draws a run spends above a noise level.
+  ``dae_loss``: the matching training losses (paper.md §2.3), each = ``training_draws`` (sigma, then
+  the noise) + ``denoising_loss`` (the arithmetic); ``training_draws_above``: how many training draws
+  a run spends above a noise level.
 * ``initial_noise``: the starting states x_T = sigma_max * eps of a sampling run (one convention).
 * ``sample`` / ``sample_many``: the deterministic probability-flow ODE with Euler (paper eq. 4) or Heun;
   ``nfe``: how many denoiser calls a run on a grid costs.
@@ -88,6 +89,11 @@ class Precond(nn.Module):
     fails here with the shape the network expects, not deep inside a convolution.
     """
 
+    # Evaluate through one compiled graph (see _compiled_denoise) when called without gradients in
+    # eval mode on the CPU. Off by default (the book evaluates eagerly); utils.training.runs.get_model
+    # turns it on for the models it loads only when HGB_EVAL_COMPILE=1 (opt-in).
+    compile_eval = False
+
     def __init__(self, net: nn.Module, kind: str = "edm", sigma_data: float = SIGMA_DATA):
         super().__init__()
         if kind not in PRECONDS:
@@ -110,12 +116,38 @@ class Precond(nn.Module):
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
         as_images(x)
         self._check_shape(x)
-        param = next(self.net.parameters())
         s = as_sigma(sigma, x.shape[0], dtype=torch.float64, device=x.device)
+        if self.compile_eval and not self.training and not torch.is_grad_enabled() and x.device.type == "cpu":
+            return _compiled_denoise()(self, x, s)
+        return self.denoise(x, s)
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` without its checks (no host synchronisation, so it compiles into one
+        graph): ``sigma`` must already be a (B,) tensor of noise levels > 0 on x's device."""
+        param = next(self.net.parameters())
+        s = sigma.to(torch.float64)
         c_skip, c_out, c_in, c_noise = (c.view(-1, 1, 1, 1) for c in self.coefficients(s))
         x64 = x.to(torch.float64)
         f = self.net((c_in * x64).to(param.dtype), c_noise.flatten().to(param.dtype))
         return (c_skip * x64 + c_out * f.to(torch.float64)).to(x.dtype)
+
+
+def _denoise(model: Precond, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    return model.denoise(x, sigma)
+
+
+_COMPILED = []
+
+
+def _compiled_denoise():
+    """:meth:`Precond.denoise` compiled by ``torch.compile`` once per process, the batch size dynamic.
+    The model is an argument, so every model of one architecture shares the graph (and the on-disk
+    compile cache, ``utils.training.store.use_compile_cache``); its GroupNorm, SiLU and preconditioning
+    are fused around the convolutions, which stay oneDNN's. The results equal the eager ones in
+    float32 to ~1e-6 (scripts/bench.py measures the gain and the largest difference)."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(_denoise, dynamic=True))
+    return _COMPILED[0]
 
 
 class EDMPrecond(Precond):
@@ -126,10 +158,32 @@ class EDMPrecond(Precond):
 
 
 # --------------------------------------------------------------------------- training losses
+# Each loss is split in two: the random draws of a batch (sigma, then the noise, from one generator,
+# in that order) and :func:`denoising_loss`, the arithmetic on them. The training step draws first
+# and may compile the arithmetic (utils.training.step); both routes give the same draws.
 
-def _noisy(denoiser, x, sigma, generator, gen_device):
-    noise = torch.randn(x.shape, generator=generator, device=gen_device).to(x.device, x.dtype)
-    return denoiser(x + sigma.view(-1, 1, 1, 1) * noise, sigma)
+def _noise(x, generator, gen_device):
+    return torch.randn(x.shape, generator=generator, device=gen_device).to(x.device, x.dtype)
+
+
+def denoising_loss(denoiser, x: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, kind: str = "edm") -> torch.Tensor:
+    """The loss of preconditioning ``kind`` on a batch, given its draws: ``sigma`` (B,) and ``noise``
+    (x's shape), averaged over the batch. With y = x + s eps and the per-image squared error
+    e = ||D(y; s) - x||^2 (paper eq. 3): ``"edm"`` weights e by lambda(s) = (s^2 + s_d^2)/(s s_d)^2,
+    ``"ve"`` divides it by s^2, ``"dae"`` takes it as is. A denoiser with a ``denoise(x, sigma)``
+    method (:class:`Precond`) is called through it, without input checks (the training step's inputs
+    are made here), so the whole loss compiles into one graph."""
+    if kind not in PRECONDS:
+        raise ValueError(f"kind must be one of {PRECONDS}, got {kind!r}")
+    y = x + sigma.view(-1, 1, 1, 1) * noise
+    d = denoiser.denoise(y, sigma) if hasattr(denoiser, "denoise") else denoiser(y, sigma)
+    err = ((d - x) ** 2).flatten(1).sum(1)
+    if kind == "edm":
+        sd = getattr(denoiser, "sigma_data", SIGMA_DATA)
+        return (((sigma ** 2 + sd ** 2) / (sigma * sd) ** 2) * err).mean()
+    if kind == "ve":
+        return (err / sigma ** 2).mean()
+    return err.mean()
 
 
 def edm_training_sigmas(batch: int, generator: torch.Generator | None = None, uniform_share: float = 0.0,
@@ -153,6 +207,33 @@ def edm_training_sigmas(batch: int, generator: torch.Generator | None = None, un
     return log_s.exp().to(device)
 
 
+def ve_training_sigmas(batch: int, generator: torch.Generator | None = None, device="cpu",
+                       dtype=torch.float32) -> torch.Tensor:
+    """Noise levels of EDM's VELoss: s = s_min (s_max/s_min)^u, u ~ U(0, 1), on [0.02, 100]."""
+    gen_device = generator.device if generator is not None else device
+    u = torch.rand(batch, generator=generator, device=gen_device).to(device, dtype)
+    return VE_SIGMA_MIN * (VE_SIGMA_MAX / VE_SIGMA_MIN) ** u
+
+
+def training_draws(kind: str, x: torch.Tensor, generator: torch.Generator | None = None,
+                   uniform_share: float = 0.0, dae_sigma: float | None = None):
+    """``(sigma, noise)`` of one training batch ``x`` for preconditioning ``kind``, in the order every
+    loss draws them: sigma (:func:`edm_training_sigmas`, :func:`ve_training_sigmas`, or ``dae_sigma``
+    for every image), then the noise, both from ``generator`` and in x's dtype on x's device."""
+    gen_device = generator.device if generator is not None else x.device
+    if kind == "edm":
+        sigma = edm_training_sigmas(x.shape[0], generator, uniform_share, device=x.device).to(x.dtype)
+    elif kind == "ve":
+        sigma = ve_training_sigmas(x.shape[0], generator, device=x.device, dtype=x.dtype)
+    elif kind == "dae":
+        if dae_sigma is None:
+            raise ValueError("dae_sigma (the fixed noise level) is required for kind 'dae'")
+        sigma = as_sigma(dae_sigma, x.shape[0], dtype=x.dtype, device=x.device)
+    else:
+        raise ValueError(f"kind must be one of {PRECONDS}, got {kind!r}")
+    return sigma, _noise(x, generator, gen_device)
+
+
 def training_draws_above(sigma: float, images_seen: int, uniform_share: float = 0.0) -> float:
     """Expected number of training draws with noise level above ``sigma`` for a network that saw
     ``images_seen`` training images, with sigma drawn by :func:`edm_training_sigmas` (EDM's log-normal,
@@ -174,33 +255,24 @@ def edm_loss(denoiser, x: torch.Tensor, generator: torch.Generator | None = None
     lambda(s) = (s^2 + s_d^2)/(s s_d)^2 and s from :func:`edm_training_sigmas` (paper.md §2.3).
     ``generator`` makes the draws reproducible."""
     as_images(x)
-    sd = getattr(denoiser, "sigma_data", SIGMA_DATA)
-    gen_device = generator.device if generator is not None else x.device
-    sigma = edm_training_sigmas(x.shape[0], generator, uniform_share, device=x.device).to(x.dtype)
-    weight = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
-    d = _noisy(denoiser, x, sigma, generator, gen_device)
-    return (weight * ((d - x) ** 2).flatten(1).sum(1)).mean()
+    sigma, noise = training_draws("edm", x, generator, uniform_share)
+    return denoising_loss(denoiser, x, sigma, noise, "edm")
 
 
 def ve_loss(denoiser, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """EDM's VELoss (the paper's Baseline-VE): s = s_min (s_max/s_min)^u, u ~ U(0, 1), on
     [0.02, 100], weight 1/s^2."""
     as_images(x)
-    gen_device = generator.device if generator is not None else x.device
-    u = torch.rand(x.shape[0], generator=generator, device=gen_device).to(x.device, x.dtype)
-    sigma = VE_SIGMA_MIN * (VE_SIGMA_MAX / VE_SIGMA_MIN) ** u
-    d = _noisy(denoiser, x, sigma, generator, gen_device)
-    return (((d - x) ** 2).flatten(1).sum(1) / sigma ** 2).mean()
+    sigma, noise = training_draws("ve", x, generator)
+    return denoising_loss(denoiser, x, sigma, noise, "ve")
 
 
 def dae_loss(denoiser, x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """The plain DSM loss (paper eq. 3) at one fixed noise level: ||D(x + s eps; s) - x||^2 per image,
     averaged over the batch (a denoising auto-encoder, paper App. G.2)."""
     as_images(x)
-    gen_device = generator.device if generator is not None else x.device
-    s = as_sigma(sigma, x.shape[0], dtype=x.dtype, device=x.device)
-    d = _noisy(denoiser, x, s, generator, gen_device)
-    return ((d - x) ** 2).flatten(1).sum(1).mean()
+    s, noise = training_draws("dae", x, generator, dae_sigma=sigma)
+    return denoising_loss(denoiser, x, s, noise, "dae")
 
 
 # --------------------------------------------------------------------------- sampling
