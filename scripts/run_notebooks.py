@@ -108,14 +108,8 @@ def default_jobs(profile: str) -> int:
         return int(env)
     if profile not in ("smoke", "cpu"):
         return 1
-    return 2 if _usable_cores() >= 2 else 1
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:                                  # not Linux
-        return os.cpu_count() or 1
+    from utils.train import usable_cores
+    return 2 if usable_cores() >= 2 else 1
 
 
 def _init_worker(threads: int) -> None:
@@ -141,7 +135,8 @@ def execute_many(runs: list, cell_timeout: float | None, jobs: int, on_done=None
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    threads = max(1, _usable_cores() // jobs)
+    from utils.train import usable_cores
+    threads = max(1, usable_cores() // jobs)
     with ProcessPoolExecutor(max_workers=min(jobs, len(runs)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(threads,)) as pool:
         futures = {pool.submit(execute, Path(src), Path(dst), profile, cell_timeout, False): i

@@ -239,6 +239,30 @@ def test_exec_stats_page():
     assert "3 of 17 runs trained, 2 at a time, in 100.0 s" in page and "took 115.3 s" in page
 
 
+def test_exec_stats_page_of_chapters_run_side_by_side():
+    stats = {"jobs": 2, "wall_seconds": 9.0,
+             "notebooks": {"01_a": {"profile": "cpu", "status": "ok", "seconds": 6.0},
+                           "02_b": {"profile": "cpu", "status": "ok", "seconds": 8.0}}}
+    page = book_pages.exec_stats_page(stats, ["01_a", "02_b"], prepare={"profile": "cpu", "runs": 2, "trained": 2,
+                                                                        "workers": 2, "seconds": 100.0})
+    assert "**sum** | | | **14.0**" in page and "ran 2 at a time" in page and "took 9.0 s of wall time" in page
+    assert "took 109.0 s" in page                    # the whole execution: training + the notebooks' wall time
+
+
+def test_notebook_jobs_default_and_override(monkeypatch):
+    import run_notebooks
+    monkeypatch.delenv("HGB_NOTEBOOK_JOBS", raising=False)
+    assert run_notebooks.default_jobs("colab") == run_notebooks.default_jobs("gpu") == 1
+    assert run_notebooks.default_jobs("cpu") in (1, 2)
+    monkeypatch.setenv("HGB_NOTEBOOK_JOBS", "3")
+    assert run_notebooks.default_jobs("cpu") == 3
+    monkeypatch.setenv("HGB_NOTEBOOK_JOBS", "two")
+    with pytest.raises(SystemExit, match="HGB_NOTEBOOK_JOBS"):
+        run_notebooks.default_jobs("cpu")
+    with pytest.raises(ValueError, match="jobs"):
+        run_notebooks.execute_many([], None, 0)
+
+
 def test_write_pages(tmp_path):
     out = book_pages.write_pages(tmp_path / "gen", tmp_path, REPO)
     assert [p.name for p in out] == ["results.md", "exec_stats.md"]

@@ -14,7 +14,7 @@ than one training on two threads).
 the training images' content, the source of the code that shapes the weights, the torch version and
 the step's numerics (precision, compilation, Adam's kernel) -- see :mod:`utils.training.store`. The
 numerics are fp32, eager and foreach Adam unless a lever is switched on (``HGB_TRAIN_PRECISION=bf16``,
-``HGB_TRAIN_COMPILE=1``, ``HGB_TRAIN_ADAM=fused``: :mod:`utils.training.step`). It leaves out what
+``HGB_TRAIN_COMPILE=1``, ``HGB_TRAIN_ADAM=fused``: :mod:`utils.training.numerics`). It leaves out what
 does not change the weights: how often a checkpoint is written and which snapshots are kept.
 
 A spec is a plain dict (see :data:`DEFAULTS`); ``utils.profiles.Profile.train_spec`` builds the
@@ -26,6 +26,6 @@ from __future__ import annotations
 from .training import *  # noqa: F401,F403 - the public names, re-exported
 from .training import __all__  # noqa: F401
 # private names the tests and the benchmark reach for
-from .training.pool import _pending, _worker_main  # noqa: F401
+from .training.pool import _worker_main  # noqa: F401
 from .training.step import Trainer as _Trainer, _step_seed  # noqa: F401
-from .training.store import _key, _locked, _snapshot_path, _training_images  # noqa: F401
+from .training.store import _key, _locked, _pending, _snapshot_path, _training_images  # noqa: F401

@@ -4,7 +4,9 @@
 module          concern
 ==============  ====================================================================================
 ``spec``        the training spec: defaults, validation, canonical form, its schedules (lr, EMA)
-``step``        one optimizer step: the random draws, loss, gradient, Adam, EMA; the CPU levers
+``step``        one optimizer step: the random draws, loss, gradient, Adam, EMA
+``numerics``    the step's precision, compilation and Adam kernel (fp32 / eager / foreach unless a
+                lever is switched on)
 ``store``       the model cache: keys from the spec, the data, the code's source, torch, numerics;
                 atomic files and a lock per run folder
 ``runs``        a run from start to finish (train, resume, replay snapshots) and loading its models
@@ -16,12 +18,13 @@ The losses and the preconditioning live in ``utils.edm``, the networks in ``util
 ``utils.train`` re-exports every public name (``get_model``, ``snapshots``, ``train_many``,
 ``estimate``, ``spec_key``, ``normalize_spec``, ``learning_rate``, ...): chapters import it from there.
 """
-from .estimate import estimate
-from .pool import pending_runs, train_many, usable_cores, worker_count
+from .estimate import estimate, usable_cores, worker_count
+from .pool import train_many
 from .runs import Snapshots, compile_eval, get_model, snapshots, train
 from .spec import DEFAULTS, build_denoiser, ema_halflife, learning_rate, normalize_spec
-from .step import ADAMS, DEFAULT_NUMERICS, PRECISIONS, Trainer, native_bf16, numerics
-from .store import code_fingerprint, data_fingerprint, run_dir, spec_key
+from .numerics import ADAMS, DEFAULT_NUMERICS, PRECISIONS, native_bf16, numerics
+from .step import Trainer
+from .store import code_fingerprint, data_fingerprint, pending_runs, run_dir, spec_key
 
 __all__ = ["ADAMS", "DEFAULTS", "DEFAULT_NUMERICS", "PRECISIONS", "Snapshots", "Trainer", "build_denoiser", "compile_eval",
            "code_fingerprint", "data_fingerprint", "ema_halflife", "estimate", "get_model", "learning_rate",

@@ -1,6 +1,7 @@
 """How long training will take, measured on the device before it starts (:func:`estimate`)."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -8,9 +9,23 @@ import torch
 
 from ..checks import positive_int
 from ..paths import artifacts_dir
-from .pool import _pending, worker_count
-from .step import Trainer, numerics
-from .store import _snapshot_path, _training_images, default_device
+from .numerics import numerics
+from .step import Trainer
+from .store import _pending, _snapshot_path, _training_images, default_device
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one, e.g. a
+    container limited to 2 of a host's 64 cores), else ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def worker_count(device, workers, n_runs: int) -> int:
+    """How many runs :func:`train_many` trains at a time: one on CUDA, else up to the CPU count."""
+    return 1 if str(device) != "cpu" else max(1, min(workers or usable_cores(), n_runs or 1))
+
 
 def _remaining_steps(s: dict, folder: Path) -> int:
     """Optimizer steps a run still needs: the rest of its training (from its last checkpoint) plus

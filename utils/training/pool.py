@@ -6,7 +6,6 @@ the other in this process. A worker is ``python -c`` running :func:`_worker_main
 """
 from __future__ import annotations
 
-import copy
 import os
 import time
 from pathlib import Path
@@ -16,9 +15,11 @@ from tqdm import tqdm
 
 from ..checks import positive_int
 from ..paths import artifacts_dir
+from .estimate import estimate, usable_cores, worker_count
 from .runs import train
 from .spec import normalize_spec
-from .store import _key, _snapshot_path, default_device
+from .store import _pending, default_device
+
 
 def _worker_main(job_file: str) -> None:
     """Entry point of a worker process of :func:`train_many` (``python -c``): train one pickled job."""
@@ -27,49 +28,9 @@ def _worker_main(job_file: str) -> None:
     train(spec, x_train, device="cpu", progress=False)
 
 
-def _pending(jobs, device: str | None = None) -> tuple[list, dict]:
-    """``(keys, todo)``: the cache key of every job in order, and ``{key: (normalized spec, x_train)}``
-    of the runs not finished yet (a run asked for twice is trained once, with the union of the
-    snapshots asked for)."""
-    keys, todo = [], {}
-    for job in jobs:
-        spec, x = job if isinstance(job, tuple) else (job, None)
-        s = normalize_spec(spec)
-        key = _key(s, x, device)
-        keys.append(key)
-        if key in todo:                              # the same run asked for twice: union of snapshots
-            prev = todo[key][0]
-            prev["snapshot_steps"] = sorted(set(prev["snapshot_steps"]) | set(s["snapshot_steps"]))
-            continue
-        folder = artifacts_dir() / "models" / key
-        if not ((folder / "final.pt").exists()
-                and all(_snapshot_path(folder, k).exists() for k in s["snapshot_steps"])):
-            todo[key] = (copy.deepcopy(s), x)
-    return keys, todo
-
-
-def worker_count(device, workers, n_runs: int) -> int:
-    """How many runs :func:`train_many` trains at a time: one on CUDA, else up to the CPU count."""
-    return 1 if str(device) != "cpu" else max(1, min(workers or usable_cores(), n_runs or 1))
-
-
 def _cost(spec: dict) -> float:
     s = normalize_spec(spec)
     return s["steps"] * s["batch_size"] * (s["model_channels"] ** 2 + 64 * 64)   # rough: width^2 + overhead
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one, e.g. a
-    container limited to 2 of a host's 64 cores), else ``os.cpu_count()``."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def pending_runs(jobs, device: str | None = None) -> int:
-    """How many distinct runs of ``jobs`` (as for :func:`train_many`) are not in the cache yet."""
-    return len(_pending(jobs, device)[1])
 
 
 def train_many(jobs, workers: int | None = None, threads_per_worker: int = 1, progress: bool = True,
@@ -92,7 +53,6 @@ def train_many(jobs, workers: int | None = None, threads_per_worker: int = 1, pr
     import sys
     import tempfile
 
-    from .estimate import estimate
 
     keys, todo = _pending(jobs, device)
     order = sorted(todo, key=lambda k: -_cost(todo[k][0]))

@@ -9,7 +9,7 @@ trains the weights the single-module ``utils/train.py`` trained, bit for bit
 (``scripts/check_bit_identity.py``). A run resumed from a checkpoint is bit-for-bit the uninterrupted
 one (tests/test_faults.py).
 
-**Numerics** (:func:`numerics`): the choices that change a run's float rounding, all part of its
+**Numerics** (:func:`utils.training.numerics.numerics`): the choices that change a run's float rounding, all part of its
 cache key (``utils.training.store``). The default is the book's reference arithmetic -- float32,
 eager, the foreach (non-fused) Adam -- and every lever below is **opt-in**, off unless its variable
 is set, because each changes every trained model (and so every ledger number) and the claims'
@@ -17,7 +17,7 @@ verdicts have been verified under the default only:
 
 * ``HGB_TRAIN_PRECISION=bf16``: the network runs under ``torch.autocast`` to bfloat16 (fp32 master
   weights; the preconditioning, the loss, Adam and the EMA stay in fp32 / fp64) where bf16 is native:
-  a CPU with AMX-BF16 or AVX512-BF16 (:func:`native_bf16`), or CUDA. Elsewhere bf16 would be emulated
+  a CPU with AMX-BF16 or AVX512-BF16 (``utils.training.numerics.native_bf16``), or CUDA. Elsewhere bf16 would be emulated
   and slower, so the run stays fp32 (and its key says so).
 * ``HGB_TRAIN_COMPILE=1``: the loss (preconditioning, network, weighting; AOTAutograd derives its
   backward) is compiled by ``torch.compile`` into one graph (the compiled code is cached on disk and
@@ -29,58 +29,17 @@ verdicts have been verified under the default only:
 from __future__ import annotations
 
 import copy
-import functools
-import os
 
 import torch
 
 from ..edm import denoising_loss, training_draws
+from .numerics import DEFAULT_NUMERICS, numerics
 from .spec import build_denoiser, ema_halflife_of, learning_rate_of
 from .store import use_compile_cache
-
-PRECISIONS = ("fp32", "bf16")
-ADAMS = ("foreach", "fused")
-# The reference numerics: what every run uses unless a lever is switched on (see the module docstring).
-DEFAULT_NUMERICS = {"precision": "fp32", "compile": False, "adam": "foreach"}
 
 
 def _step_seed(seed: int, step: int) -> int:
     return (int(seed) * 1_000_003 + int(step) * 7_919 + 17) % (2 ** 63 - 1)
-
-
-@functools.lru_cache(maxsize=1)
-def native_bf16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (AMX-BF16 or AVX512-BF16) and oneDNN uses it."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:                                  # not Linux: no detection, no bf16
-        return False
-    has_isa = any(f" {flag}" in flags for flag in ("amx_bf16", "avx512_bf16"))
-    try:
-        return bool(has_isa and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _env_choice(name: str, allowed: tuple, default: str) -> str:
-    value = os.environ.get(name, "").strip().lower() or default
-    if value not in allowed:
-        raise ValueError(f"${name} must be one of {allowed} (unset: {default!r}), got {value!r}")
-    return value
-
-
-def numerics(s: dict, device) -> dict:
-    """The numerics of a run of the normalized spec ``s`` on ``device`` (see the module docstring):
-    ``{"precision": "fp32"|"bf16", "compile": bool, "adam": "foreach"|"fused"}``;
-    :data:`DEFAULT_NUMERICS` unless ``HGB_TRAIN_PRECISION``, ``HGB_TRAIN_COMPILE`` or
-    ``HGB_TRAIN_ADAM`` switch a lever on."""
-    dev = torch.device(device).type
-    precision = _env_choice("HGB_TRAIN_PRECISION", PRECISIONS, "fp32")
-    if precision == "bf16" and not (dev == "cuda" or (dev == "cpu" and native_bf16())):
-        precision = "fp32"                       # bf16 only where it is native (emulated it is slower)
-    compiled = _env_choice("HGB_TRAIN_COMPILE", ("0", "1"), "0") == "1"
-    adam = _env_choice("HGB_TRAIN_ADAM", ADAMS, "foreach")
-    return {"precision": precision, "compile": compiled, "adam": adam}
 
 
 class Trainer:

@@ -12,7 +12,7 @@
   hashed as syntax trees without docstrings (so prose and comments do not count, code does): an edit
   of any of them retrains instead of serving stale models -- no hand-bumped version number;
 * the torch version and the **numerics** of the step on this device (precision, compilation, Adam's
-  kernel: ``utils.training.step.numerics``; the default fp32 / eager / foreach unless a lever is
+  kernel: ``utils.training.numerics.numerics``; the default fp32 / eager / foreach unless a lever is
   switched on), because each of them changes the float rounding.
 
 A snapshot asked for later that a finished run did not keep is recovered by replaying the run
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import functools
 import hashlib
 import importlib
@@ -40,6 +41,7 @@ import torch
 from .. import data as data_mod
 from ..nets import ARCHS
 from ..paths import artifacts_dir
+from .numerics import numerics
 from .spec import normalize_spec
 
 # Keys that do not change the trained weights and are left out of the cache key.
@@ -54,6 +56,7 @@ NOT_SHAPING = {
     "utils.data": "the training images are hashed by content (data_fingerprint), whatever code loaded them",
     "utils.paths": "where files are written, not what they hold",
     "utils.training.store": "where runs and compiled code are cached, and their keys: not the arithmetic",
+    "utils.training.numerics": "which levers a run uses: its answer (precision, compile, Adam kernel) is in the key itself",
 }
 
 
@@ -134,7 +137,6 @@ def default_device() -> str:
 
 
 def _numerics(s: dict, device) -> dict:
-    from .step import numerics          # step imports this module (the compile cache)
     return numerics(s, device)
 
 
@@ -218,3 +220,29 @@ def _locked(folder: Path):
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
             return
+
+
+def _pending(jobs, device: str | None = None) -> tuple[list, dict]:
+    """``(keys, todo)``: the cache key of every job in order, and ``{key: (normalized spec, x_train)}``
+    of the runs not finished yet (a run asked for twice is trained once, with the union of the
+    snapshots asked for)."""
+    keys, todo = [], {}
+    for job in jobs:
+        spec, x = job if isinstance(job, tuple) else (job, None)
+        s = normalize_spec(spec)
+        key = _key(s, x, device)
+        keys.append(key)
+        if key in todo:                              # the same run asked for twice: union of snapshots
+            prev = todo[key][0]
+            prev["snapshot_steps"] = sorted(set(prev["snapshot_steps"]) | set(s["snapshot_steps"]))
+            continue
+        folder = artifacts_dir() / "models" / key
+        if not ((folder / "final.pt").exists()
+                and all(_snapshot_path(folder, k).exists() for k in s["snapshot_steps"])):
+            todo[key] = (copy.deepcopy(s), x)
+    return keys, todo
+
+
+def pending_runs(jobs, device: str | None = None) -> int:
+    """How many distinct runs of ``jobs`` (as for :func:`train_many`) are not in the cache yet."""
+    return len(_pending(jobs, device)[1])
