@@ -122,12 +122,12 @@ def kinds_of(runs: list) -> list:
     """The distinct kinds of model of ``runs`` with their measured time per step (ms) and total steps."""
     kinds = {}
     for r in runs:
-        k = (r["model_channels"], r["seconds_per_step"])
-        entry = kinds.setdefault(k, dict(model_channels=r["model_channels"], ms_per_step=1000 * r["seconds_per_step"],
-                                         steps=0, runs=0))
+        k = (r.get("arch", "unet"), r.get("precond", "edm"), r["model_channels"], r["seconds_per_step"])
+        entry = kinds.setdefault(k, dict(arch=k[0], precond=k[1], model_channels=r["model_channels"],
+                                         ms_per_step=1000 * r["seconds_per_step"], steps=0, runs=0))
         entry["steps"] += int(r["steps"])
         entry["runs"] += 1
-    return sorted(kinds.values(), key=lambda e: (e["model_channels"], e["ms_per_step"]))
+    return sorted(kinds.values(), key=lambda e: (e["arch"] != "unet", e["model_channels"], e["ms_per_step"]))
 
 
 def duration(seconds: float | None) -> str:
@@ -152,7 +152,8 @@ def format_report(rep: Report) -> str:
     lines.append(f"Training step times at the colab shapes (measured: {rep.timing_steps} steps per kind after a "
                  f"warm-up):")
     for k in rep.kinds:
-        lines.append(f"  U-Net {k['model_channels']:>3} ch: {k['ms_per_step']:9.1f} ms/step "
+        name = {"unet": "U-Net", "convdae": "conv DAE"}.get(k.get("arch", "unet"), k.get("arch", "unet"))
+        lines.append(f"  {name:<8} {k['model_channels']:>3} ch ({k.get('precond', 'edm')}): {k['ms_per_step']:9.1f} ms/step "
                      f"({k['runs']} run(s), {k['steps']:,d} steps in all)")
     if not rep.kinds:
         lines.append("  (no training runs)")

@@ -53,7 +53,7 @@ def _report(device="cuda", **kw):
 def test_report_on_a_gpu():
     text = gpu_check.format_report(_report())
     assert "CPU RUN" not in text and "on cuda (Fake GPU)" in text
-    assert "U-Net  32 ch:      40.0 ms/step" in text and "U-Net   4 ch:      10.0 ms/step" in text
+    assert "U-Net     32 ch (edm):      40.0 ms/step" in text and "U-Net      4 ch (edm):      10.0 ms/step" in text
     row = next(line for line in text.splitlines() if line.startswith("02_x"))
     assert "9.0 min" in row and "30 s" in row and "9.5 min" in row and row.endswith("ok")
     assert "17.8 min" in next(line for line in text.splitlines() if line.startswith("chapters run, each from scratch"))
