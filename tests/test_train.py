@@ -38,6 +38,12 @@ def test_cache_and_snapshots(tmp_path, monkeypatch):
         train.get_model(_spec(), step=5, progress=False)
     out = a(torch.zeros(2, 1, 8, 8), 1.0)
     assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
+    loader = train.snapshots(_spec(), progress=False)                 # the chapters' snapshot mapping
+    assert list(loader) == sorted(set(_spec()["snapshot_steps"]) | {_spec()["steps"]}) and len(loader) >= 2
+    assert all(torch.equal(p, q) for p, q in zip(loader[4].parameters(), snap.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(loader[_spec()["steps"]].parameters(), a.parameters()))
+    with pytest.raises(KeyError, match="no snapshot"):
+        loader[5]
 
 
 def test_corrupt_checkpoint_is_reported_not_overwritten(tmp_path, monkeypatch):

@@ -175,3 +175,4 @@ class Snapshots(Mapping):
 def snapshots(spec: dict, x_train: torch.Tensor | None = None, device: str | None = None,
               progress: bool = True) -> Snapshots:
     """The snapshot loader of a run: ``snapshots(spec)[step]`` is its EMA denoiser at ``step``."""
+    return Snapshots(spec, x_train, device=device, progress=progress)
