@@ -303,3 +303,8 @@ def test_jacobian_of_a_colour_network_in_chunks():
     ref = torch.autograd.functional.jacobian(lambda v: D(v.reshape(1, 3, 8, 8), 0.5).reshape(-1),
                                              x[1].reshape(-1).double())
     assert torch.allclose(J[1], ref, rtol=1e-4, atol=1e-6)
+
+
+def test_every_number_quoted_in_prose_is_glued():
+    from test_ch2_memorization import unglued_references
+    assert unglued_references("06_architectures_and_jacobians") == []

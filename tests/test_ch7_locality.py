@@ -224,3 +224,8 @@ def test_nan_measurements_fail():
     assert _status(_with(R, radius_generalizing=[3.0, float("nan"), 1.0, 0.5, 0.1, 0.0]))["ch7.field_grows_with_sigma"] == "FAIL"
     assert _status(_with(R, r2_samples=_set(R.r2_samples, "generalizing", "ELS", float("nan"))))["ch7.els_r2_anchor"] == "FAIL"
     assert _status(_with(R, field_intermediate=[False] * 6))["ch7.field_matches_wiener"] == "FAIL"
+
+
+def test_every_number_quoted_in_prose_is_glued():
+    from test_ch2_memorization import unglued_references
+    assert unglued_references("07_locality") == []
