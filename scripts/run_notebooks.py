@@ -264,22 +264,24 @@ def main(argv=None) -> int:
         print("(the notebooks' output is not streamed when several run at a time; each executed copy "
               "holds its own)", flush=True)
         execute_many([(nb, BUILD / "executed" / nb.relative_to(REPO), profile) for nb in notebooks],
-                      cell_timeout, jobs, on_done=lambda i, rec: finish(notebooks[i], rec))
-    for i, nb in enumerate(notebooks if jobs == 1 else []):
-        elapsed = time.perf_counter() - t_start
-        if budget and elapsed > budget:
-            for rest in notebooks[i:]:
-                stats["notebooks"][rest.stem] = {"path": str(rest.relative_to(REPO)), "profile": profile,
-                                                 "status": "skipped (over budget)", "seconds": 0.0, "error": None}
-                failures.append(f"SKIPPED {rest.relative_to(REPO)}: the run had used {elapsed:.0f} s "
-                                f"of its {budget:.0f} s budget")
-            break
-        dst = BUILD / "executed" / nb.relative_to(REPO)
-        print(f"\n=== [{i + 1}/{len(notebooks)}] {nb.relative_to(REPO)} (profile {profile}) ===", flush=True)
-        (results / f"{nb.stem}.json").unlink(missing_ok=True)     # never show a stale ledger
-        finish(nb, execute(nb, dst, profile, cell_timeout, log_output=not args.quiet))
-        if failures and args.fail_fast:
-            break
+                     cell_timeout, jobs, on_done=lambda i, rec: finish(notebooks[i], rec))
+    else:
+        for i, nb in enumerate(notebooks):
+            elapsed = time.perf_counter() - t_start
+            if budget and elapsed > budget:
+                for rest in notebooks[i:]:
+                    stats["notebooks"][rest.stem] = {"path": str(rest.relative_to(REPO)), "profile": profile,
+                                                     "status": "skipped (over budget)", "seconds": 0.0,
+                                                     "error": None}
+                    failures.append(f"SKIPPED {rest.relative_to(REPO)}: the run had used {elapsed:.0f} s "
+                                    f"of its {budget:.0f} s budget")
+                break
+            print(f"\n=== [{i + 1}/{len(notebooks)}] {nb.relative_to(REPO)} (profile {profile}) ===", flush=True)
+            (results / f"{nb.stem}.json").unlink(missing_ok=True)     # never show a stale ledger
+            finish(nb, execute(nb, BUILD / "executed" / nb.relative_to(REPO), profile, cell_timeout,
+                               log_output=not args.quiet))
+            if failures and args.fail_fast:
+                break
 
     total = time.perf_counter() - t_start
     stats["updated"] = book_pages.now()

@@ -132,8 +132,8 @@ def estimate(jobs, device: str | None = None, workers: int | None = None, thread
                     per_step[group], first[group] = _seconds_per_step(s, images, device, n_timed,
                                                                       warmup=2 if dev.type == "cuda" else 1)
                 left = _remaining_steps(s, artifacts_dir() / "models" / key)
-                runs.append(dict(key=key, n=len(images), model_channels=s["model_channels"], arch=s.get("arch", "unet"),
-                                 precond=s.get("precond", "edm"), steps=left,
+                runs.append(dict(key=key, n=len(images), model_channels=s["model_channels"], arch=s["arch"],
+                                 precond=s["precond"], steps=left,
                                  seconds_per_step=per_step[group], seconds=left * per_step[group]))
                 groups.append(group)
     finally:

@@ -136,17 +136,13 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _numerics(s: dict, device) -> dict:
-    return numerics(s, device)
-
-
 def key_payload(s: dict, x_train: torch.Tensor | None = None, device: str | None = None) -> dict:
     """Everything the key of the normalized spec ``s`` hashes (also written to the run's spec.json)."""
     return {"spec": {k: v for k, v in s.items() if k not in _NOT_IN_KEY},
             "data": json.loads(_fingerprint(s, x_train)),
             "code": code_fingerprint(s["arch"]),
             "torch": torch.__version__.split("+")[0],
-            "numerics": _numerics(s, device or default_device())}
+            "numerics": numerics(s, device or default_device())}
 
 
 def _key(s: dict, x_train: torch.Tensor | None, device: str | None = None) -> str:
